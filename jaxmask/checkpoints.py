@@ -1,0 +1,106 @@
+"""A jaxmask checkpoint directory: parameters (orbax), model config (config.json) and vocabulary (vocab.txt).
+
+Layout of DIR::
+
+    DIR/config.json   {"vocab_size", "embed_size", "hidden_size", "num_layers", ...any extra metadata}
+    DIR/vocab.txt     one word per line, index = line number
+    DIR/params/       orbax checkpoint of the lstm parameter pytree
+
+Every command takes such a directory as ``--checkpoint``; ``params, config, vocab = load(DIR)`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxmask import lstm
+
+MODEL_KEYS = ("vocab_size", "embed_size", "hidden_size", "num_layers")
+
+
+class CheckpointError(ValueError):
+  """A checkpoint directory that cannot be read; the message says which file and what to do."""
+
+
+def save(directory: str, params: lstm.Params, vocab: list[str], extra_config: dict[str, Any] | None = None) -> None:
+  """Writes DIR/params, DIR/config.json and DIR/vocab.txt (overwrites an existing checkpoint there)."""
+  directory = os.path.abspath(directory)
+  config = dict(lstm.config_of(params))
+  if config["vocab_size"] != len(vocab):
+    raise CheckpointError(f"the vocabulary has {len(vocab)} words but the embedding has {config['vocab_size']} rows.")
+  config.update(extra_config or {})
+  os.makedirs(directory, exist_ok=True)
+  params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.join(directory, "params"), params, force=True)
+  with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(vocab) + "\n")
+  with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+    json.dump(config, f, indent=2)
+
+
+def read_vocab(path: str) -> list[str]:
+  """One word per line, index = line number (colorlessgreenRNNs' format); blank lines are errors."""
+  with open(path, encoding="utf-8") as f:
+    words = f.read().split("\n")
+  if words and words[-1] == "":
+    words.pop()
+  for i, w in enumerate(words):
+    if not w.strip() or w != w.strip():
+      raise CheckpointError(f"{path}, line {i + 1}: expected one word per line, got {w!r}; remove the blank or "
+                            f"padded line.")
+  if not words:
+    raise CheckpointError(f"{path} is empty; a vocabulary file holds one word per line.")
+  return words
+
+
+def load(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]:
+  """Reads (params, config, vocab) from a checkpoint directory written by ``save``."""
+  config_path = os.path.join(directory, "config.json")
+  vocab_path = os.path.join(directory, "vocab.txt")
+  params_path = os.path.abspath(os.path.join(directory, "params"))
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"checkpoint directory {directory} does not exist; train one with "
+                          f"`python -m jaxmask.train_lm --workdir={directory}` or convert one with jaxmask.convert.")
+  for path, what in ((config_path, "config.json"), (vocab_path, "vocab.txt"), (params_path, "params/")):
+    if not os.path.exists(path):
+      raise CheckpointError(f"checkpoint directory {directory} has no {what}; it is not a complete jaxmask "
+                            f"checkpoint (expected config.json, vocab.txt and params/).")
+  try:
+    with open(config_path, encoding="utf-8") as f:
+      config = json.load(f)
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{config_path}, line {e.lineno}: not valid JSON ({e.msg}).") from e
+  missing = [k for k in MODEL_KEYS if k not in config]
+  if missing:
+    raise CheckpointError(f"{config_path} lacks {', '.join(missing)}; it must give {', '.join(MODEL_KEYS)}.")
+  vocab = read_vocab(vocab_path)
+  if len(vocab) != config["vocab_size"]:
+    raise CheckpointError(f"{vocab_path} has {len(vocab)} words but {config_path} says vocab_size="
+                          f"{config['vocab_size']}; use the vocabulary the model was trained with.")
+  abstract = jax.eval_shape(lambda: lstm.init(jax.random.key(0), *(config[k] for k in MODEL_KEYS)))
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), abstract)
+  with ocp.StandardCheckpointer() as ckptr:
+    try:
+      metadata = ckptr.metadata(params_path)
+      tree = getattr(metadata, "item_metadata", metadata)
+      tree = getattr(tree, "tree", tree)
+      stored = {jax.tree_util.keystr(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    except Exception as e:  # orbax raises several types for an unreadable directory
+      raise CheckpointError(f"{params_path} is not a readable orbax checkpoint ({type(e).__name__}); "
+                            f"re-create the checkpoint.") from e
+    for p, a in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+      key = jax.tree_util.keystr(p)
+      if stored.get(key) != tuple(a.shape):
+        raise CheckpointError(f"{params_path}: parameter {key} has shape {stored.get(key)} but {config_path} "
+                              f"implies {tuple(a.shape)}; the checkpoint does not match its model config.")
+    params = ckptr.restore(params_path, abstract)
+  params = jax.tree.map(jnp.asarray, params)
+  return params, config, vocab
