@@ -1,9 +1,39 @@
-"""Differentiable-mask search (placeholder while the core is written; Items is final)."""
+r"""The masked-intervention search: one pure optax optimisation of gate logits, jitted once, vmapped over lambdas.
+
+For a sparsity coefficient :math:`\lambda` the search minimises (METHOD.md)
+
+.. math::
+   L(\theta; \lambda) = \mathrm{mean}_{items}\, E_{z \sim q_\theta}[\ell(m(z))] + \lambda E[L_0(z)]
+                        + \mu\, \mathrm{KL}_{control}
+
+where :math:`m(z)` is logit(y) - logit(y') of the LSTM whose states are replaced,
+:math:`\tilde s = (1 - z) s + z r`, at every step, and :math:`\ell` the flip (or neutralise) loss.
+``method="hard_concrete"`` uses reparameterised Hard Concrete gates; ``method="reinforce"`` Bernoulli
+gates with the score-function estimator, with the same objective, data, optimiser and read-out.
+
+Everything that does not depend on the gates is computed once and shared by every lambda and step: the
+layer-0 input projection, the replacement (counterfactual) states and, for the control term, the clean
+model's distribution. The lambda axis is sharded over the available devices (a mesh of one on one device).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import time
+from typing import Callable
+
 import flax.struct
 import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxmask import gates, lstm, objectives
+
+METHODS = ("hard_concrete", "reinforce")
+REPLACEMENTS = ("counterfactual", "zero", "mean", "learned")
 
 
 @flax.struct.dataclass
@@ -22,3 +52,386 @@ class Items:
   length: jax.Array
   target: jax.Array
   foil: jax.Array
+
+  def take(self, index) -> "Items":
+    """The items at ``index`` (an int array or slice)."""
+    return jax.tree.map(lambda a: a[index], self)
+
+
+@flax.struct.dataclass
+class Control:
+  """Control text for the KL term: token rows (B, T) starting at the initial state, and their lengths."""
+  tokens: jax.Array
+  length: jax.Array
+
+
+@flax.struct.dataclass
+class Shared:
+  """Gate-independent arrays computed once per sweep and shared by every lambda and step."""
+  xproj0_BxTx4H: jax.Array
+  r_h: jax.Array          # replacement for h, broadcastable to (L, B, T, H)
+  r_c: jax.Array | None   # replacement for c when c is a site
+  control_xproj0: jax.Array | None = None
+  control_log_p: jax.Array | None = None
+  control_mask: jax.Array | None = None
+  control_r_h: jax.Array | None = None
+  control_r_c: jax.Array | None = None
+
+
+def _mask(length_B: jax.Array, steps: int) -> jax.Array:
+  return (jnp.arange(steps)[None, :] < length_B[:, None]).astype(jnp.float32)
+
+
+def mean_states(params: lstm.Params, tokens_BxT: jax.Array, length_B: jax.Array) -> dict[str, jax.Array]:
+  """Each unit's mean h and c over the real tokens of a reference corpus: {"h": (L, H), "c": (L, H)}."""
+  _, states = lstm.apply(params, tokens_BxT, return_states=True)
+  m = _mask(length_B, tokens_BxT.shape[1])[None, :, :, None]
+  return {k: (v * m).sum(axis=(1, 2)) / m.sum(axis=(1, 2)) for k, v in states.items()}
+
+
+def _replacement(params: lstm.Params, items: Items, replacement: str, mean: dict | None) -> dict[str, jax.Array]:
+  """The replacement states r for h and c, broadcastable to (L, B, T, H)."""
+  if replacement == "counterfactual":
+    _, states = lstm.apply(params, items.counterfactual, return_states=True)
+    return states
+  cfg = lstm.config_of(params)
+  shape = (cfg["num_layers"], 1, 1, cfg["hidden_size"])
+  if replacement == "zero":
+    return {"h": jnp.zeros(shape), "c": jnp.zeros(shape)}
+  if replacement in ("mean", "learned"):
+    mean = mean if mean is not None else mean_states(params, items.prefix, items.length)
+    return {k: v.reshape(shape) for k, v in mean.items()}
+  raise ValueError(f"unknown replacement {replacement!r}; use one of {', '.join(REPLACEMENTS)}.")
+
+
+def margin(params: lstm.Params, items: Items, xproj0: jax.Array, gates_N: jax.Array, r_h: jax.Array,
+           r_c: jax.Array | None, sites: str = "h") -> jax.Array:
+  """logit(target) - logit(foil) at position length - 1 under the intervention; shape (B,).
+
+  Only the decoder rows of the target and foil are used: the full softmax is never needed.
+  """
+  intervention = lstm.Intervention(gates_N=gates_N, h_LxBxTxH=r_h, c_LxBxTxH=r_c, sites=sites)
+  h, _ = lstm.run_layers(params, xproj0, intervention)
+  h_last_BxH = h[-1][jnp.arange(h.shape[1]), items.length - 1]
+  w, b = params["decoder"]["w"], params["decoder"]["b"]
+  return jnp.sum((w[items.target] - w[items.foil]) * h_last_BxH, axis=-1) + b[items.target] - b[items.foil]
+
+
+def units_to_gates(unit_sets: list[list[int]], num_units: int) -> np.ndarray:
+  """A (S, N) 0/1 gate matrix from S lists of flat unit ids."""
+  out = np.zeros((len(unit_sets), num_units), np.float32)
+  for s, units in enumerate(unit_sets):
+    units = list(units)
+    if units and (min(units) < 0 or max(units) >= num_units):
+      raise ValueError(f"unit ids must lie in [0, {num_units}), got {units}.")
+    out[s, units] = 1.0
+  return out
+
+
+def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray | None = None,
+            replacement: str = "counterfactual", mean_h: dict | None = None, sites: str = "h",
+            chunk: int = 32) -> jax.Array:
+  """Margins logit(y) - logit(y') of every item under each of S gate vectors: float32[S, B].
+
+  ``gates_SxN=None`` gives the unintervened model, shape (1, B). The S interventions run vmapped in
+  chunks of ``chunk`` (``lax.map`` with a batch size), sharing the replacement states and input projection.
+  ``mean_h`` is the {"h", "c"} dict of ``mean_states`` for mean replacement (default: means over the prefixes).
+  """
+  if gates_SxN is None:
+    gates_SxN = jnp.zeros((1, lstm.num_units(params, sites)))
+  r = _replacement(params, items, replacement, mean_h)
+  return _margins_chunked(params, items, jnp.asarray(gates_SxN, jnp.float32), r["h"],
+                          r["c"] if "c" in sites else None, sites, chunk)
+
+
+@functools.partial(jax.jit, static_argnames=("sites", "chunk"))
+def _margins_chunked(params, items, gates_SxN, r_h, r_c, sites, chunk):
+  xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.prefix])
+  return jax.lax.map(lambda z: margin(params, items, xproj0, z, r_h, r_c, sites), gates_SxN, batch_size=chunk)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The sweep.
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """Static settings of one sweep (everything but the lambdas, the data and the seed)."""
+  method: str = "hard_concrete"
+  steps: int = 1000
+  learning_rate: float = 0.1
+  batch_size: int = 64
+  sites: str = "h"
+  replacement: str = "counterfactual"
+  objective: str = "flip"
+  mu: float = 0.0
+  num_samples: int = 8            # REINFORCE: samples per step
+  baseline: str = "moving_average"  # REINFORCE: "moving_average" (decay 0.99) or "leave_one_out"
+  baseline_decay: float = 0.99
+  init_logit: float = 0.0         # initial log_alpha (Hard Concrete) or phi (REINFORCE)
+
+  def validate(self) -> None:
+    if self.method not in METHODS:
+      raise ValueError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}.")
+    if self.replacement not in REPLACEMENTS:
+      raise ValueError(f"unknown replacement {self.replacement!r}; use one of {', '.join(REPLACEMENTS)}.")
+    if self.sites not in ("h", "hc"):
+      raise ValueError(f"sites must be 'h' or 'hc', got {self.sites!r}.")
+    if self.objective not in objectives.LOSSES:
+      raise ValueError(f"unknown objective {self.objective!r}; use one of {', '.join(objectives.LOSSES)}.")
+    if self.method == "reinforce" and self.baseline == "leave_one_out" and self.num_samples < 2:
+      raise ValueError("the leave-one-out baseline needs num_samples >= 2.")
+    if self.steps < 1 or self.batch_size < 1:
+      raise ValueError("steps and batch_size must be positive.")
+
+
+@flax.struct.dataclass
+class SweepState:
+  """The optimisation state of every lambda (leading axis = lambdas), and the number of steps taken."""
+  logits: jax.Array          # (Λ, N): log_alpha (Hard Concrete) or phi (REINFORCE)
+  replacement: jax.Array     # (Λ, L, H) learned replacement for h (unused unless replacement="learned")
+  opt_state: optax.OptState
+  baseline: jax.Array        # (Λ,) REINFORCE moving-average baseline
+  step: jax.Array            # () int32
+
+
+@dataclasses.dataclass
+class SweepResult:
+  """What a sweep found, one entry per lambda.
+
+  Attributes:
+    lambdas: the sparsity coefficients.
+    logits: final gate logits (Λ, N): log_alpha, or phi for REINFORCE.
+    units: per lambda, the sorted flat unit ids read out as selected (deterministic gate > 0.5, i.e.
+      logit > 0; for REINFORCE, P(z = 1) > 0.5, also logit > 0).
+    expected_l0: per lambda, the expected number of open gates at the end.
+    loss_trace: (steps, Λ) training objective per step (stochastic estimate).
+    task_loss_trace: (steps, Λ) its flip (or neutralise) part.
+    seconds: wall time of the optimisation, compilation included.
+    compile_seconds: time of the first chunk minus its share of steady-state time (an estimate).
+    state: the final SweepState (to resume or continue).
+  """
+  lambdas: np.ndarray
+  logits: np.ndarray
+  units: list[list[int]]
+  expected_l0: np.ndarray
+  loss_trace: np.ndarray
+  task_loss_trace: np.ndarray
+  seconds: float
+  state: SweepState
+  replacement: np.ndarray | None = None
+
+
+def _optimizer(learning_rate: float) -> optax.GradientTransformation:
+  return optax.adam(learning_rate)
+
+
+def prepare(params: lstm.Params, items: Items, config: SearchConfig, control: Control | None = None,
+            mean_h: dict | None = None) -> Shared:
+  """Computes the gate-independent arrays once: layer-0 input projection, replacement states, control."""
+  r = _replacement(params, items, config.replacement, mean_h)
+  shared = dict(xproj0_BxTx4H=lstm.input_projection(params["layers"][0], params["embedding"][items.prefix]),
+                r_h=r["h"], r_c=r["c"] if "c" in config.sites else None)
+  if config.mu > 0:
+    if control is None:
+      raise ValueError("mu > 0 needs control text (a search.Control) for the KL term.")
+    cm = mean_states(params, control.tokens, control.length)
+    shape = (len(params["layers"]), 1, 1, -1)
+    shared.update(control_xproj0=lstm.input_projection(params["layers"][0], params["embedding"][control.tokens]),
+                  control_log_p=jax.nn.log_softmax(lstm.apply(params, control.tokens), axis=-1),
+                  control_mask=_mask(control.length, control.tokens.shape[1]),
+                  control_r_h=cm["h"].reshape(shape),
+                  control_r_c=cm["c"].reshape(shape) if "c" in config.sites else None)
+  return Shared(**shared)
+
+
+def init_state(params: lstm.Params, lambdas: jax.Array, config: SearchConfig, shared: Shared) -> SweepState:
+  """All gate logits at ``config.init_logit``; the learned replacement starts at the mean (or given) states."""
+  n = lstm.num_units(params, config.sites)
+  num = lambdas.shape[0]
+  logits = jnp.full((num, n), config.init_logit, jnp.float32)
+  cfg = lstm.config_of(params)
+  rep = jnp.broadcast_to(jnp.asarray(shared.r_h).reshape(-1, cfg["hidden_size"])[:cfg["num_layers"]]
+                         if config.replacement == "learned" else jnp.zeros((cfg["num_layers"], cfg["hidden_size"])),
+                         (num, cfg["num_layers"], cfg["hidden_size"]))
+  opt_state = jax.vmap(_optimizer(config.learning_rate).init)((logits, rep))
+  return SweepState(logits=logits, replacement=rep, opt_state=opt_state,
+                    baseline=jnp.zeros((num,), jnp.float32), step=jnp.zeros((), jnp.int32))
+
+
+def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchConfig, key: jax.Array
+             ) -> Callable:
+  """The update of one lambda at one step: (logits, replacement, opt_state, baseline, lam, step) -> new + losses."""
+  task_loss = objectives.LOSSES[config.objective]
+  opt = _optimizer(config.learning_rate)
+  num_items = items.prefix.shape[0]
+  learned = config.replacement == "learned"
+
+  def batch_of(step):
+    k_batch, k_gate = jax.random.split(jax.random.fold_in(key, step))
+    if config.batch_size >= num_items:
+      return jnp.arange(num_items), k_gate
+    return jax.random.randint(k_batch, (config.batch_size,), 0, num_items), k_gate
+
+  def task(z_N, rep_LxH, idx):
+    """Mean task loss (+ mu * KL control) of the intervention z on the items at idx."""
+    r_h = rep_LxH[:, None, None, :] if learned else shared.r_h
+    if not learned and r_h.shape[1] != 1:
+      r_h = r_h[:, idx]
+    r_c = None
+    if shared.r_c is not None:
+      r_c = shared.r_c[:, idx] if shared.r_c.shape[1] != 1 else shared.r_c
+    m = margin(params, items.take(idx), shared.xproj0_BxTx4H[idx], z_N, r_h, r_c, config.sites)
+    loss = jnp.mean(task_loss(m))
+    if config.mu > 0:
+      intervention = lstm.Intervention(gates_N=z_N, h_LxBxTxH=shared.control_r_h, c_LxBxTxH=shared.control_r_c,
+                                       sites=config.sites)
+      h, _ = lstm.run_layers(params, shared.control_xproj0, intervention)
+      kl = objectives.kl_control(shared.control_log_p, lstm.decode(params, h[-1]), shared.control_mask)
+      return loss + config.mu * kl, loss
+    return loss, loss
+
+  def hard_concrete(logits, rep, lam, idx, k_gate, baseline):
+    def total(p):
+      la, r = p
+      obj, t = task(gates.sample(k_gate, la), r, idx)
+      return obj + lam * gates.expected_l0(la), t
+    (value, t), grads = jax.value_and_grad(total, has_aux=True)((logits, rep))
+    return value, t, grads, baseline
+
+  def reinforce(logits, rep, lam, idx, k_gate, baseline):
+    z_KxN = gates.bernoulli_sample(k_gate, jnp.broadcast_to(logits, (config.num_samples,) + logits.shape))
+    f_K, t_K = jax.vmap(lambda z: task(z, rep, idx))(z_KxN)
+    loo = config.baseline == "leave_one_out"
+    surrogate = lambda phi: (gates.reinforce_surrogate(phi, z_KxN, f_K, baseline, loo)
+                             + lam * jnp.sum(jax.nn.sigmoid(phi)))
+    g_logits = jax.grad(surrogate)(logits)
+    g_rep = jnp.zeros_like(rep)
+    if learned:  # the replacement gets the pathwise gradient at the sampled gates
+      g_rep = jax.grad(lambda r: jnp.mean(jax.vmap(lambda z: task(z, r, idx)[0])(z_KxN)))(rep)
+    new_baseline = gates.moving_average(baseline, f_K.mean(), config.baseline_decay)
+    value = f_K.mean() + lam * jnp.sum(jax.nn.sigmoid(logits))
+    return value, t_K.mean(), (g_logits, g_rep), new_baseline
+
+  estimator = hard_concrete if config.method == "hard_concrete" else reinforce
+
+  def step(logits, rep, opt_state, baseline, lam, step_index):
+    idx, k_gate = batch_of(step_index)
+    value, t, grads, baseline = estimator(logits, rep, lam, idx, k_gate, baseline)
+    updates, opt_state = opt.update(grads, opt_state, (logits, rep))
+    logits, rep = optax.apply_updates((logits, rep), updates)
+    return logits, rep, opt_state, baseline, value, t
+
+  return step
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _run_chunk(params: lstm.Params, items: Items, shared: Shared, key: jax.Array, state: SweepState,
+               lam: jax.Array, step_indices: jax.Array, config: SearchConfig):
+  """Runs the steps ``step_indices`` for every lambda: lax.scan over steps of the vmapped update."""
+  vstep = jax.vmap(_step_fn(params, items, shared, config, key), in_axes=(0, 0, 0, 0, 0, None))
+
+  def body(carry, i):
+    logits, rep, opt_state, base = carry
+    logits, rep, opt_state, base, value, t = vstep(logits, rep, opt_state, base, lam, i)
+    return (logits, rep, opt_state, base), (value, t)
+
+  carry = (state.logits, state.replacement, state.opt_state, state.baseline)
+  (logits, rep, opt_state, base), (values, tasks) = jax.lax.scan(body, carry, step_indices)
+  new = SweepState(logits=logits, replacement=rep, opt_state=opt_state, baseline=base,
+                   step=state.step + step_indices.shape[0])
+  return new, values, tasks
+
+
+def _mesh() -> Mesh:
+  return Mesh(np.array(jax.devices()), ("lambda",))
+
+
+def sweep(params: lstm.Params, items: Items, lambdas, method: str = "hard_concrete", steps: int = 1000,
+          learning_rate: float = 0.1, seed: int = 0, *, batch_size: int = 64, sites: str = "h",
+          replacement: str = "counterfactual", objective: str = "flip", mu: float = 0.0,
+          control: Control | None = None, mean_h: dict | None = None, num_samples: int = 8,
+          baseline: str = "moving_average", init_logit: float = 0.0, chunk_steps: int | None = None,
+          state: SweepState | None = None, callback: Callable[[SweepState, np.ndarray], None] | None = None
+          ) -> SweepResult:
+  """Optimises one gate vector per lambda, all lambdas in one jitted, vmapped (and sharded) program.
+
+  The random stream (minibatches, gate noise) depends on ``seed`` and the step only, not on the lambda,
+  so a sweep over [l1, l2] equals two single-lambda sweeps with the same seed, and every lambda sees the
+  same minibatches (common random numbers make the Pareto front smoother).
+
+  Args:
+    params: the LSTM LM.
+    items: the minimal pairs to flip.
+    lambdas: sparsity coefficients, shape (Λ,).
+    method: "hard_concrete" or "reinforce".
+    steps: optimisation steps (Adam, ``learning_rate``), minibatches of ``batch_size`` items.
+    seed: the random seed.
+    sites: "h" (h of every layer) or "hc" (also c).
+    replacement: "counterfactual" (states of the model on ``items.counterfactual``), "zero", "mean"
+      (``mean_h`` or the mean over the prefixes) or "learned" (a trained vector per unit, from the mean).
+    objective: "flip" or "neutralise"; ``mu`` > 0 adds mu * KL on ``control`` text with mean replacement.
+    num_samples, baseline: REINFORCE's samples per step and baseline ("moving_average" or "leave_one_out").
+    init_logit: initial gate logit.
+    chunk_steps: run the steps in jitted chunks of this size, calling ``callback(state, losses)`` after each
+      (progress, checkpoints); results do not depend on it.
+    state: a SweepState to resume from (from ``callback`` or an earlier result).
+
+  Returns:
+    A SweepResult.
+  """
+  config = SearchConfig(method=method, steps=steps, learning_rate=learning_rate, batch_size=batch_size,
+                        sites=sites, replacement=replacement, objective=objective, mu=mu,
+                        num_samples=num_samples, baseline=baseline, init_logit=init_logit)
+  config.validate()
+  lambdas = np.asarray(lambdas, np.float32).reshape(-1)
+  mesh = _mesh()
+  num_devices = mesh.devices.size
+  padded = int(np.ceil(len(lambdas) / num_devices) * num_devices)
+  lam_padded = np.concatenate([lambdas, np.full(padded - len(lambdas), lambdas[-1], np.float32)])
+  by_lambda, replicated = NamedSharding(mesh, PartitionSpec("lambda")), NamedSharding(mesh, PartitionSpec())
+
+  start_time = time.perf_counter()
+  params, items = jax.device_put((params, items), replicated)
+  shared = jax.device_put(prepare(params, items, config, control, mean_h), replicated)
+  lam_dev = jax.device_put(jnp.asarray(lam_padded), by_lambda)
+  if state is None:
+    state = init_state(params, lam_dev, config, shared)
+  elif state.logits.shape[0] != padded:
+    raise ValueError(f"the state to resume has {state.logits.shape[0]} lambdas, this sweep {padded}.")
+  state = jax.device_put(state, jax.tree.map(lambda a: replicated if a.ndim == 0 else by_lambda, state))
+
+  key = jax.random.key(seed)
+  chunk = steps if chunk_steps is None else max(1, min(chunk_steps, steps))
+  values, tasks = [], []
+  done = int(state.step)
+  while done < steps:
+    n = min(chunk, steps - done)
+    state, v, t = _run_chunk(params, items, shared, key, state, lam_dev,
+                             jnp.arange(done, done + n, dtype=jnp.int32), config)
+    done += n
+    values.append(np.asarray(v)[:, :len(lambdas)])
+    tasks.append(np.asarray(t)[:, :len(lambdas)])
+    if callback is not None:
+      callback(state, values[-1])
+  jax.block_until_ready(state)
+  seconds = time.perf_counter() - start_time
+
+  logits = np.asarray(state.logits)[:len(lambdas)]
+  empty = np.zeros((0, len(lambdas)), np.float32)
+  l0 = gates.expected_l0(logits) if method == "hard_concrete" else jax.nn.sigmoid(logits).sum(-1)
+  return SweepResult(
+      lambdas=lambdas, logits=logits, units=[sorted(np.flatnonzero(row > 0).tolist()) for row in logits],
+      expected_l0=np.asarray(l0), loss_trace=np.concatenate(values) if values else empty,
+      task_loss_trace=np.concatenate(tasks) if tasks else empty, seconds=seconds, state=state,
+      replacement=np.asarray(state.replacement)[:len(lambdas)] if replacement == "learned" else None)
+
+
+def readable(unit: int, num_layers: int, hidden_size: int) -> str:
+  """A flat 0-based unit id as "L{layer, 1-based}:{h|c}:{index, 0-based}", e.g. 775 of 2x650 -> "L2:h:125".
+
+  Lakretz et al.'s 1-based flat id is ``unit + 1`` for h units (776 for "L2:h:125").
+  """
+  site, rest = divmod(unit, num_layers * hidden_size)
+  layer, index = divmod(rest, hidden_size)
+  return f"L{layer + 1}:{'hc'[site]}:{index}"

@@ -1,0 +1,172 @@
+"""What every benchmark shares: the machine, timers, models and items of a given size, a compiled search program.
+
+Timings are steady state: every jitted program is compiled ahead of time (``jit(...).lower(...).compile()``)
+and its compile time reported apart. Each figure is the median of a few repeats.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmask import lstm, search
+
+DEFAULT = dict(vocab_size=600, hidden_size=128, num_layers=2, batch=64, steps=8)  # feasibility size (a)
+GULORDAVA = dict(vocab_size=50_000, hidden_size=650, num_layers=2, batch=64, steps=12)  # size (b)
+
+
+def machine() -> dict[str, Any]:
+  """Cores, CPU model, library versions and the date: the header of every results table."""
+  model = platform.processor() or "unknown"
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  versions = {"python": platform.python_version(), "jax": jax.__version__, "numpy": np.__version__}
+  for name in ("jaxlib", "flax", "optax", "torch"):
+    try:
+      versions[name] = __import__(name).__version__
+    except ImportError:
+      versions[name] = None
+  return {"cores": os.cpu_count(), "cpu_model": model, "jax_backend": jax.default_backend(),
+          "jax_devices": [str(d) for d in jax.devices()], "date_utc": datetime.datetime.now(
+              datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "load_average_at_start": os.getloadavg(),
+          "versions": versions}
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int = 3, warmup: int = 0) -> float:
+  """Median wall time of ``fn()`` over ``repeats`` calls (after ``warmup`` untimed calls); fn must block."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def random_params(vocab_size: int, hidden_size: int, num_layers: int, seed: int = 0) -> lstm.Params:
+  """An LSTM LM with random weights (embedding size = hidden size); timings do not depend on the values."""
+  return lstm.init(jax.random.key(seed), vocab_size, hidden_size, hidden_size, num_layers)
+
+
+def random_items(vocab_size: int, batch: int, steps: int, seed: int = 0) -> search.Items:
+  """Items of a fixed shape: random prefixes, the counterfactual differing at position 1, full length."""
+  rng = np.random.default_rng(seed)
+  prefix = rng.integers(1, vocab_size, size=(batch, steps))
+  counterfactual = prefix.copy()
+  counterfactual[:, 1] = (prefix[:, 1] % (vocab_size - 1)) + 1
+  target = rng.integers(1, vocab_size, size=batch)
+  foil = (target % (vocab_size - 1)) + 1
+  as_int = lambda a: jnp.asarray(a, jnp.int32)
+  return search.Items(prefix=as_int(prefix), counterfactual=as_int(counterfactual),
+                      length=as_int(np.full(batch, steps)), target=as_int(target), foil=as_int(foil))
+
+
+def sized(size: dict[str, int], hidden_size: int | None = None, batch: int | None = None, seed: int = 0
+          ) -> tuple[lstm.Params, search.Items]:
+  """Random params and items of a size dict like DEFAULT, optionally overriding hidden size or batch."""
+  hidden = hidden_size or size["hidden_size"]
+  params = random_params(size["vocab_size"], hidden, size["num_layers"], seed)
+  return params, random_items(size["vocab_size"], batch or size["batch"], size["steps"], seed)
+
+
+class SearchProgram:
+  """``search._run_chunk`` compiled ahead of time for one shape: Λ lambdas, ``chunk`` steps per call.
+
+  The gate-independent arrays (``search.prepare``) are computed once, as ``search.sweep`` does. Calling
+  ``run(state)`` executes ``chunk`` steps of every lambda and returns the new state (blocked).
+  """
+
+  def __init__(self, params: lstm.Params, items: search.Items, lambdas, config: search.SearchConfig,
+               chunk: int | None = None, seed: int = 0):
+    self.params, self.items, self.config = params, items, config
+    self.lambdas = jnp.asarray(np.asarray(lambdas, np.float32).reshape(-1))
+    self.shared = search.prepare(params, items, config)
+    self.key = jax.random.key(seed)
+    self.chunk = chunk or config.steps
+    start = time.perf_counter()
+    lowered = search._run_chunk.lower(params, items, self.shared, self.key, self.initial_state(), self.lambdas,
+                                      jnp.arange(self.chunk, dtype=jnp.int32), config=config)
+    self.compiled = lowered.compile()
+    self.compile_seconds = time.perf_counter() - start
+
+  def initial_state(self) -> search.SweepState:
+    return search.init_state(self.params, self.lambdas, self.config, self.shared)
+
+  def run(self, state: search.SweepState, first_step: int = 0, key: jax.Array | None = None
+          ) -> tuple[search.SweepState, jax.Array, jax.Array]:
+    steps = jnp.arange(first_step, first_step + self.chunk, dtype=jnp.int32)
+    out = self.compiled(self.params, self.items, self.shared, self.key if key is None else key, state,
+                        self.lambdas, steps)
+    return jax.block_until_ready(out)
+
+  def seconds(self, repeats: int = 3) -> float:
+    """Median wall time of one call (``chunk`` steps of every lambda) from the initial state."""
+    state = self.initial_state()
+    return median_seconds(lambda: self.run(state), repeats, warmup=1)
+
+  def peak_bytes(self) -> int:
+    """XLA's peak estimate for one call: arguments + outputs + temporaries - aliased buffers."""
+    m = self.compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+  def xla_flops(self) -> float | None:
+    """XLA's own FLOP count of the program (it counts a loop body once, whatever the trip count)."""
+    cost = self.compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan"))) if cost else None
+
+
+def step_flops(batch: int, steps: int, hidden: int, num_layers: int, vocab: int, embed: int | None = None
+               ) -> dict[str, float]:
+  """Matmul FLOPs of one Hard Concrete search step, per lambda, with frozen weights.
+
+  Per lambda and step (executed, every position of the padded rows): forward recurrences
+  ``L * 2 B T H 4H``, forward input projections of layers 1..L-1 ``(L - 1) * 2 B T H 4H``, the same again
+  backward for the gradient of the states (no weight gradients: weights are frozen), and the
+  target/foil decoder rows (2 rows, negligible). Computed once per sweep and shared by every lambda and
+  step, so not per step: the layer-0 input projection and the counterfactual run (``lstm.apply``, which also
+  decodes every position over the full vocabulary). Elementwise work
+  (sigmoids, tanh, the gate mix) is not counted, so the fraction of peak is, if anything, an underestimate.
+  """
+  embed = embed or hidden
+  unit = 2.0 * batch * steps * hidden * 4 * hidden
+  forward = num_layers * unit + (num_layers - 1) * unit + 2 * 2.0 * batch * hidden
+  backward = num_layers * unit + (num_layers - 1) * unit
+  projection0 = 2.0 * batch * steps * embed * 4 * hidden
+  shared = 2 * projection0 + num_layers * unit + (num_layers - 1) * unit + 2.0 * batch * steps * hidden * vocab
+  return {"per_lambda_step": forward + backward, "forward": forward, "backward": backward,
+          "shared_once_per_sweep": shared}
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+  """The machine's fp32 matmul throughput: a jitted ``jnp.dot`` of two n x n matrices, best of ``repeats``."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  jax.block_until_ready(dot(a, b))
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(dot(a, b))
+    best = min(best, time.perf_counter() - start)
+  return {"n": n, "seconds": best, "gflops": 2.0 * n ** 3 / best / 1e9}
+
+
+def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
+  """A Markdown table (printed by each part and pasted into RESULTS.md)."""
+  fmt = lambda v: (f"{v:.3g}" if abs(v) < 1e4 else f"{v:.4g}") if isinstance(v, float) else str(v)
+  lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines) + "\n"

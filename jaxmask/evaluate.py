@@ -1,0 +1,246 @@
+"""Accuracy of an LM on minimal pairs, and the flip rate of a unit set under an intervention (absl app).
+
+    python -m jaxmask.evaluate --checkpoint=workdir_lm --items=pairs.tsv --output=out.json \\
+        [--units=3,17 --intervention=counterfactual|zero|mean]
+
+An item is correct when the model scores its target above its foil after its prefix (read from the initial
+state after ``<eos>`` unless a context state is given). The functions here are what the main job calls; the
+absl main only reads files and writes the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+from absl import flags
+
+from jaxmask import checkpoints
+from jaxmask import lstm
+from jaxmask import search
+
+INTERVENTIONS = ("counterfactual", "zero", "mean")
+
+
+@jax.jit
+def _margins_chunk(params: lstm.Params, prefix_BxT: jax.Array, length_B: jax.Array, target_B: jax.Array,
+                   foil_B: jax.Array, h0_LxBxH: jax.Array, c0_LxBxH: jax.Array) -> jax.Array:
+  x_BxTxE = params["embedding"][prefix_BxT]
+  h_LxBxTxH, _ = lstm.run_layers(params, lstm.input_projection(params["layers"][0], x_BxTxE),
+                                 initial_state=(h0_LxBxH, c0_LxBxH))
+  top_BxH = jnp.take_along_axis(h_LxBxTxH[-1], (length_B - 1)[:, None, None], axis=1)[:, 0]
+  w, b = params["decoder"]["w"], params["decoder"]["b"]
+  return jnp.sum(top_BxH * (w[target_B] - w[foil_B]), axis=-1) + b[target_B] - b[foil_B]
+
+
+def margins(params: lstm.Params, items: search.Items,
+            initial_state: tuple[jax.Array, jax.Array] | None = None, batch_size: int = 512) -> np.ndarray:
+  r"""logit(target) - logit(foil) after each prefix, without intervention: float32[B].
+
+  .. math:: m_b = \ell_{t_b}(x_b) - \ell_{f_b}(x_b) = \log p(t_b \mid x_b) - \log p(f_b \mid x_b)
+
+  Args:
+    params: LM parameters.
+    items: encoded minimal pairs (right-padded prefixes, read at ``length - 1``).
+    initial_state: (h, c), each (L, H), the state every prefix starts from (e.g. after some running text,
+      see ``context_state``); zeros when None.
+    batch_size: items per forward pass (bounds memory; the last chunk is padded so one compile serves all).
+  """
+  num_layers, hidden = len(params["layers"]), params["layers"][0]["w_hh"].shape[1]
+  count = int(items.prefix.shape[0])
+  if count == 0:
+    return np.zeros((0,), np.float32)
+  batch_size = min(batch_size, count)
+  if initial_state is None:
+    initial_state = (jnp.zeros((num_layers, hidden)), jnp.zeros((num_layers, hidden)))
+  h0, c0 = (jnp.broadcast_to(s[:, None, :], (num_layers, batch_size, hidden)) for s in initial_state)
+  pad = -count % batch_size
+  fields = [np.asarray(a) for a in (items.prefix, items.length, items.target, items.foil)]
+  fields = [np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) for a in fields]
+  out = [np.asarray(_margins_chunk(params, *(jnp.asarray(a[i:i + batch_size]) for a in fields), h0, c0))
+         for i in range(0, count + pad, batch_size)]
+  return np.concatenate(out)[:count]
+
+
+def context_state(params: lstm.Params, context_ids: Sequence[int]) -> tuple[jax.Array, jax.Array]:
+  """(h, c), each (L, H): the state after reading ``context_ids`` from the initial state (running text)."""
+  _, states = lstm.apply(params, jnp.asarray([list(context_ids)], jnp.int32), return_states=True)
+  return states["h"][:, 0, -1], states["c"][:, 0, -1]
+
+
+def accuracy_by_condition(correct_B: np.ndarray, conditions: Sequence[str]) -> tuple[float, dict[str, float]]:
+  """(overall accuracy, {condition: accuracy}) of boolean per-item outcomes; NaN overall when there are none."""
+  correct_B = np.asarray(correct_B, bool)
+  conditions = np.asarray(list(conditions), dtype=object)
+  overall = float(correct_B.mean()) if correct_B.size else float("nan")
+  return overall, {c: float(correct_B[conditions == c].mean()) for c in sorted(set(conditions.tolist()))}
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+  r"""Pearson's correlation :math:`r = \frac{\sum (x-\bar x)(y-\bar y)}{\sqrt{\sum (x-\bar x)^2 \sum (y-\bar y)^2}}`.
+
+  NaN when there are fewer than two points or either variable is constant.
+  """
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if x.size < 2:
+    return float("nan")
+  dx, dy = x - x.mean(), y - y.mean()
+  denominator = np.sqrt(np.sum(dx * dx) * np.sum(dy * dy))
+  return float(np.sum(dx * dy) / denominator) if denominator > 0 else float("nan")
+
+
+def gender_bias(margins_B: np.ndarray, pairs: Sequence[Any], pct_female: dict[str, float]) -> dict[str, Any] | None:
+  """Pearson r between log p(she)/p(he) and % female, over items with he/she as target/foil.
+
+  An item's occupation is the first prefix word (lower-cased) that is a key of ``pct_female``; items without
+  one are left out. Returns None when no item has he/she as target and foil, else
+  ``{"pearson_r", "items", "mean_log_ratio"}``.
+  """
+  ratios, pcts = [], []
+  for m, pair in zip(margins_B, pairs):
+    if {pair.target.lower(), pair.foil.lower()} != {"he", "she"}:
+      continue
+    occupation = next((w.lower() for w in pair.prefix if w.lower() in pct_female), None)
+    if occupation is None:
+      continue
+    ratios.append(float(m) if pair.target.lower() == "she" else -float(m))
+    pcts.append(pct_female[occupation])
+  if not ratios:
+    return None
+  return {"pearson_r": pearson(ratios, pcts), "items": len(ratios), "mean_log_ratio": float(np.mean(ratios))}
+
+
+def parse_units(text: str, num_units: int) -> np.ndarray:
+  """Flat 0-based unit ids from "3,17,..." checked against ``num_units``; ValueError with a clear sentence."""
+  try:
+    units = [int(u) for u in text.replace(" ", "").split(",") if u]
+  except ValueError as e:
+    raise ValueError(f"--units must be comma-separated integers such as 3,17,120, got {text!r}.") from e
+  bad = [u for u in units if not 0 <= u < num_units]
+  if not units or bad:
+    raise ValueError(f"--units must name unit ids in 0..{num_units - 1} (the model's h units), got {text!r}.")
+  return np.asarray(sorted(set(units)), np.int32)
+
+
+def flip_rates(params: lstm.Params, items: search.Items, units: np.ndarray, intervention: str,
+               conditions: Sequence[str]) -> tuple[float, dict[str, float]]:
+  """Fraction of items (overall, per condition) whose margin is negative with ``units`` intervened on.
+
+  ``intervention`` replaces the units' h states at every step by the counterfactual run's ("counterfactual"),
+  by zeros ("zero"), or by their mean over the items' own prefixes ("mean").
+  """
+  if intervention not in INTERVENTIONS:
+    raise ValueError(f"--intervention must be one of {', '.join(INTERVENTIONS)}, got {intervention!r}.")
+  gates_1xN = np.zeros((1, lstm.num_units(params, "h")), np.float32)
+  gates_1xN[0, units] = 1.0
+  mean_h = None
+  if intervention == "mean":
+    mean_h = search.mean_states(params, items.prefix, items.length)["h"]
+  margins_1xB = search.margins(params, items, jnp.asarray(gates_1xN), replacement=intervention, mean_h=mean_h,
+                               sites="h")
+  return accuracy_by_condition(np.asarray(margins_1xB)[0] < 0, conditions)
+
+
+def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], units: np.ndarray | None = None,
+                   intervention: str = "counterfactual", pct_female: dict[str, float] | None = None,
+                   initial_state: tuple[jax.Array, jax.Array] | None = None) -> dict[str, Any]:
+  """The evaluate command's JSON for ``pairs`` (``data.Pair``): accuracy and, with ``units``, flip rates.
+
+  Returns ``{"accuracy", "by_condition", "items", "skipped_oov", "unk_tokens"}`` plus ``"gender"`` when items
+  have he/she as target/foil and ``pct_female`` is given, and ``"flip_rate"``, ``"flip_rate_by_condition"``,
+  ``"units"``, ``"intervention"`` when ``units`` is given.
+  """
+  from jaxmask import data
+  items, kept, stats = data.encode(list(pairs), vocab, prepend_eos=True)
+  kept_pairs = [pairs[i] for i in kept]
+  conditions = [p.condition or "all" for p in kept_pairs]
+  m = margins(params, items, initial_state)
+  accuracy, by_condition = accuracy_by_condition(m > 0, conditions)
+  result: dict[str, Any] = {"accuracy": accuracy, "by_condition": by_condition, "items": len(kept_pairs),
+                            "skipped_oov": int(stats["skipped_oov"]), "unk_tokens": int(stats["unk_tokens"])}
+  if pct_female is not None:
+    gender = gender_bias(m, kept_pairs, pct_female)
+    if gender is not None:
+      result["gender"] = gender
+  if units is not None and len(kept_pairs):
+    if intervention == "counterfactual" and any(p.counterfactual is None for p in kept_pairs):
+      raise ValueError("--intervention=counterfactual needs a counterfactual prefix for every item; add a "
+                       "counterfactual column or use --intervention=zero or mean.")
+    rate, rate_by_condition = flip_rates(params, items, units, intervention, conditions)
+    result.update(flip_rate=rate, flip_rate_by_condition=rate_by_condition, units=[int(u) for u in units],
+                  intervention=intervention)
+  return result
+
+
+def load_items(spec: str, fmt: str, n_per_cell: int = 200, seed: int = 0) -> list[Any]:
+  """Pairs from a file (``fmt`` tsv | marvin_linzen | blimp) or a built-in set (``builtin:agreement``,
+  ``builtin:agreement_search``, ``builtin:gender``, ``builtin:marvin_linzen``)."""
+  from jaxmask import data
+  from jaxmask import grammar
+  builtins = {
+      "builtin:agreement": lambda: grammar.agreement_items(n_per_cell, seed, split="heldout"),
+      "builtin:agreement_search": lambda: grammar.agreement_items(n_per_cell, seed, split="search"),
+      "builtin:gender": lambda: grammar.gender_items("heldout"),
+      "builtin:marvin_linzen": lambda: data.load_marvin_linzen(),
+  }
+  if spec.startswith("builtin:"):
+    if spec not in builtins:
+      raise data.DataError(f"--items={spec} is not a built-in set; use one of {', '.join(builtins)} or a file.")
+    return list(builtins[spec]())
+  if not os.path.isfile(spec):
+    raise data.DataError(f"items file {spec} does not exist.")
+  loaders = {"tsv": data.read_tsv, "marvin_linzen": data.load_marvin_linzen, "blimp": data.load_blimp}
+  if fmt not in loaders:
+    raise data.DataError(f"--format must be one of {', '.join(loaders)}, got {fmt!r}.")
+  return list(loaders[fmt](spec))
+
+
+def _define_flags() -> None:
+  flags.DEFINE_string("checkpoint", "workdir_lm", "Checkpoint directory (train_lm's --workdir or convert's output).")
+  flags.DEFINE_string("items", None, "Minimal pairs: a file, or builtin:agreement|agreement_search|gender|"
+                      "marvin_linzen.")
+  flags.DEFINE_enum("format", "tsv", ["tsv", "marvin_linzen", "blimp"], "Format of the --items file.")
+  flags.DEFINE_string("output", None, "Where to write the JSON (printed when absent).")
+  flags.DEFINE_string("units", None, "Comma-separated flat 0-based h unit ids to intervene on.")
+  flags.DEFINE_enum("intervention", "counterfactual", list(INTERVENTIONS), "Replacement of the units' states.")
+  flags.DEFINE_integer("n_per_cell", 200, "Items per cell of builtin:agreement.")
+  flags.DEFINE_integer("seed", 0, "Seed of the built-in generated sets.")
+
+
+def main(argv: list[str]) -> None:
+  """Thin absl entry point: read checkpoint and items, evaluate_pairs(), write the JSON."""
+  from jaxmask import data
+  FLAGS = flags.FLAGS
+  try:
+    if len(argv) > 1:
+      raise ValueError(f"unexpected arguments {' '.join(argv[1:])}; flags are written --name=value.")
+    if not FLAGS.items:
+      raise ValueError("--items is required: a minimal-pair TSV file or builtin:agreement / builtin:gender.")
+    params, _, vocab = checkpoints.load(FLAGS.checkpoint)
+    pairs = load_items(FLAGS.items, FLAGS.format, FLAGS.n_per_cell, FLAGS.seed)
+    units = parse_units(FLAGS.units, lstm.num_units(params, "h")) if FLAGS.units is not None else None
+    pct_female = None
+    if any({p.target.lower(), p.foil.lower()} == {"he", "she"} for p in pairs):
+      from jaxmask import grammar
+      pct_female = grammar.occupation_pct_female()
+    result = evaluate_pairs(params, vocab, pairs, units, FLAGS.intervention, pct_female)
+    text = json.dumps(result, indent=2)
+    if FLAGS.output:
+      os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+      with open(FLAGS.output, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+  except (checkpoints.CheckpointError, data.DataError, ValueError, OSError) as e:
+    sys.exit(f"evaluate: {e}")
+  print(text if not FLAGS.output else f"evaluate: accuracy {result['accuracy']:.4f} on {result['items']} items "
+        f"({result['skipped_oov']} skipped as out of vocabulary); wrote {FLAGS.output}")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

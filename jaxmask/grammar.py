@@ -1,0 +1,549 @@
+"""A seeded English generator: the default LM's vocabulary, its training text and its evaluation items.
+
+The lexicon is plain data in ``jaxmask/lexicon/`` (nouns with plurals, occupations, gendered nouns,
+verbs with their 3rd-singular, base and past forms, adjectives, adverbs, prepositions, names).
+Everything is deterministic given a seed (Python's ``random.Random`` seeded with a string).
+
+Training text (:func:`corpus`) mixes, in fixed proportions (``_TRAIN_WEIGHTS``), simple clauses,
+subjects followed by adverbs, coordinated adverbs, prepositional phrases with one or two attractor
+nouns or a name, subject, object and nested (depth 2) relative clauses, sentential complements,
+verb-phrase coordination, names and pronouns as subjects, past-tense clauses, and gendered
+coreference: an occupation (or gendered noun, or name) as antecedent of he/she/his/her/him, the
+pronoun's gender drawn with probability :func:`occupation_pct_female` / 100.
+
+Held-out combinations (what the evaluation sets never share with training):
+- agreement: the pair (lemma of the noun the target verb agrees with, lemma of the target verb), e.g.
+  (farmer, like). A fixed hash of the pair reserves 3% of all pairs for the "search" split and 3% for
+  "heldout"; a training sentence is rejected if any noun in it is followed, anywhere later in it, by a
+  verb form (3rd singular or base form, or is/are/was/were) whose pair is reserved. So the model never
+  sees the subject noun of an evaluation item before its verb, in any number or construction.
+- gender: training never contains any of Vig et al.'s 17 template frames ("said that", "ate because",
+  "went home because", ...), with any subject; the template words themselves occur in other frames.
+  Gendered coreference is taught with other frames that also put the pronoun right after a clause
+  boundary ("the nurse thought that she ...", "the nurse left because she ...", "the nurse said to the
+  boy that she ..."), so the bias can transfer to the templates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib.resources
+import json
+import random
+
+from jaxmask import data
+
+S, P = 0, 1  # number: index into a (singular, plural) pair
+_LETTER = "SP"
+
+_DET_SG = ("a", "this", "every")
+_DET_PL = ("these", "some", "many")
+_DET_ANY = ("my", "your", "our", "their")
+_PRONOUN = {"f": ("she", "her", "her"), "m": ("he", "his", "him")}  # nominative, possessive, accusative
+_PRONOUN_SUBJECTS = (("he", S), ("she", S), ("it", S), ("they", P))
+_TIME = (("every", "day"), ("every", "week"), ("at", "night"), ("today",), ("again",),
+         ("in", "the", "morning"), ("tonight",))
+_INF_VERBS = ("like", "love", "hate", "want", "need")
+_GERUND_VERBS = ("enjoy", "like", "love", "hate")
+_GERUNDS = ("playing", "reading", "watching", "visiting", "cooking", "studying")
+_PASSIVE = ("fire", "promote", "hire", "praise", "blame", "invite", "ignore", "help")
+_FUNCTION_WORDS = ("the", "an", "that", "who", "and", "because", "to", "is", "are", "was", "were",
+                   "home", "up", "late", "years")
+
+_TRAIN_WEIGHTS = {  # construction -> relative frequency in the training text
+    "simple": 20, "adv": 5, "2adv": 3, "coadv": 3, "namePP": 3, "nounPP": 12, "nounPPAdv": 3,
+    "twoAttractors": 5, "subjRC": 6, "objRC": 7, "nestedRC": 4, "sentComp": 8,
+    "pronoun_or_name": 5, "past": 6, "gender": 14,
+}
+_VP_COORD_PROB = 0.12  # an agreement clause gets a second, coordinated verb phrase
+_RESERVED_PER_MILLE = {"search": (0, 30), "heldout": (30, 60)}  # hash ranges of held-out pairs
+
+# Evaluation conditions: name -> the roles whose numbers make the cell suffix (controller first).
+CONDITIONS = {
+    "simple": 1, "adv": 1, "2adv": 1, "coadv": 1, "namePP": 1, "nounPP": 2, "nounPPAdv": 2,
+    "twoAttractors": 3, "subjRC": 2, "objRC": 2, "nestedRC": 2, "sentComp": 2,
+}
+LAKRETZ_CONDITIONS = ("simple", "adv", "2adv", "coadv", "namePP", "nounPP", "nounPPAdv")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verb:
+  third: str
+  base: str
+  past: str
+  frames: tuple[str, ...]  # subset of ("intrans", "trans", "comp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Lexicon:
+  """The word lists of ``jaxmask/lexicon/``; nouns are (singular, plural) pairs."""
+  nouns: dict[str, tuple[tuple[str, str], ...]]  # class (person, animal, object, place) -> pairs
+  occupations: tuple[tuple[str, str], ...]
+  gendered: tuple[tuple[str, str, str], ...]  # (singular, plural, "m" | "f")
+  verbs: tuple[Verb, ...]
+  adjectives: tuple[str, ...]
+  adverbs: tuple[str, ...]
+  degree_adverbs: tuple[str, ...]
+  prepositions: tuple[tuple[str, ...], ...]
+  names: tuple[tuple[str, str], ...]  # (name, "m" | "f")
+  mass_nouns: tuple[str, ...]
+  numbers: tuple[str, ...]
+
+  @functools.cached_property
+  def animate(self) -> tuple[tuple[str, str], ...]:
+    """Nouns that head agreement subjects in evaluation items: people, animals, occupations, gendered."""
+    return (self.nouns["person"] + self.nouns["animal"] + self.occupations
+            + tuple((sg, pl) for sg, pl, _ in self.gendered))
+
+  @functools.cached_property
+  def all_nouns(self) -> tuple[tuple[str, str], ...]:
+    return self.animate + self.nouns["object"] + self.nouns["place"]
+
+  @functools.cached_property
+  def noun_lemma(self) -> dict[str, str]:
+    """Every singular and plural noun form -> its singular."""
+    return {form: sg for sg, pl in self.all_nouns for form in (sg, pl)}
+
+  @functools.cached_property
+  def verb_lemma(self) -> dict[str, str]:
+    """Every agreeing verb form (3rd singular, base; is/are/was/were) -> its base form ("be" for be)."""
+    lemma = {form: v.base for v in self.verbs for form in (v.third, v.base)}
+    lemma.update(dict.fromkeys(("is", "are", "was", "were"), "be"))
+    return lemma
+
+  def by_frame(self, frame: str) -> tuple[Verb, ...]:
+    return tuple(v for v in self.verbs if frame in v.frames)
+
+
+def _lines(name: str) -> list[list[str]]:
+  text = importlib.resources.files("jaxmask").joinpath("lexicon", name).read_text(encoding="utf-8")
+  return [line.split("\t") for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@functools.cache
+def lexicon() -> Lexicon:
+  """Reads the lexicon files once."""
+  nouns: dict[str, list] = {}
+  for sg, pl, cls in _lines("nouns.tsv"):
+    nouns.setdefault(cls, []).append((sg, pl))
+  return Lexicon(
+      nouns={k: tuple(v) for k, v in nouns.items()},
+      occupations=tuple((sg, pl) for sg, pl in _lines("occupations.tsv")),
+      gendered=tuple((sg, pl, g) for sg, pl, g in _lines("gendered_nouns.tsv")),
+      verbs=tuple(Verb(t, b, p, tuple(f.split(","))) for t, b, p, f in _lines("verbs.tsv")),
+      adjectives=tuple(w for w, in _lines("adjectives.txt")),
+      adverbs=tuple(w for w, in _lines("adverbs.txt")),
+      degree_adverbs=tuple(w for w, in _lines("degree_adverbs.txt")),
+      prepositions=tuple(tuple(w.split()) for w, in _lines("prepositions.txt")),
+      names=tuple((n, g) for n, g in _lines("names.tsv")),
+      mass_nouns=tuple(w for w, in _lines("mass_nouns.txt")),
+      numbers=tuple(w for w, in _lines("numbers.txt")),
+  )
+
+
+@functools.cache
+def occupation_pct_female() -> dict[str, float]:
+  """% female for every gendered antecedent the generator uses.
+
+  Winogender occupations: the US Bureau of Labor Statistics figure (``bls_pct_female``). Vig et al.'s
+  professions that Winogender lacks: a least-squares line from Vig's stereotype score (in [-1, 1],
+  negative = female) to the BLS figure, fitted on the professions in both lists, clipped to [2, 98].
+  Gendered nouns (man, woman, ...): 0 or 100.
+  """
+  with open(data.vendored("winogender", "occupations-stats.tsv"), encoding="utf-8") as f:
+    rows = [line.rstrip("\n").split("\t") for line in f][1:]
+  bls = {row[0]: float(row[2]) for row in rows}
+  with open(data.vendored("vig2020", "professions.json"), encoding="utf-8") as f:
+    stereotype = {name: score for name, _, score in json.load(f)}
+  both = [w for w in bls if w in stereotype]
+  xs, ys = [stereotype[w] for w in both], [bls[w] for w in both]
+  mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+  slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+  pct = {}
+  for sg, _ in lexicon().occupations:
+    pct[sg] = bls[sg] if sg in bls else min(98.0, max(2.0, my + slope * (stereotype[sg] - mx)))
+  pct.update({sg: 100.0 if g == "f" else 0.0 for sg, _, g in lexicon().gendered})
+  return pct
+
+
+def pct_female_of(pair: data.Pair) -> float | None:
+  """% female of a gender item's antecedent: the word where prefix and counterfactual differ."""
+  if pair.counterfactual is None:
+    return None
+  for word, other in zip(pair.prefix, pair.counterfactual):
+    if word != other:
+      return occupation_pct_female().get(word.lower())
+  return None
+
+
+@functools.cache
+def _template_tails() -> tuple[tuple[str, ...], ...]:
+  """Vig et al.'s templates without "The {}": ("said", "that"), ("went", "home", "because"), ..."""
+  with open(data.vendored("vig2020", "templates.txt"), encoding="utf-8") as f:
+    return tuple(tuple(line.split()[2:]) for line in f if line.strip())
+
+
+def vig_templates() -> tuple[str, ...]:
+  """Vig et al.'s 17 templates, e.g. "The {} said that"."""
+  with open(data.vendored("vig2020", "templates.txt"), encoding="utf-8") as f:
+    return tuple(line.strip() for line in f if line.strip())
+
+
+@functools.cache
+def vocabulary() -> list[str]:
+  """Every word the generator can emit, plus "<eos>", "<unk>" and "."; the default LM's vocabulary.
+
+  Order: "<eos>", "<unk>", ".", then the words sorted.
+  """
+  lex = lexicon()
+  words = set(_FUNCTION_WORDS + _DET_SG + _DET_PL + _DET_ANY + _GERUNDS)
+  words.update(w for t in _TIME for w in t)
+  words.update(w for forms in _PRONOUN.values() for w in forms)
+  words.update(w for w, _ in _PRONOUN_SUBJECTS)
+  words.update(w for pair in lex.all_nouns for w in pair)
+  words.update(w for v in lex.verbs for w in (v.third, v.base, v.past))
+  words.update(lex.adjectives + lex.adverbs + lex.degree_adverbs + lex.mass_nouns + lex.numbers)
+  words.update(w for prep in lex.prepositions for w in prep)
+  words.update(n for n, _ in lex.names)
+  return [data.EOS, data.UNK, "."] + sorted(words)
+
+
+def _hash_per_mille(noun: str, verb: str) -> int:
+  digest = hashlib.blake2b(f"{noun}|{verb}".encode(), digest_size=8).digest()
+  return int.from_bytes(digest, "big") % 1000
+
+
+@functools.cache
+def reserved_pairs(split: str | None = None) -> frozenset[tuple[str, str]]:
+  """The (noun lemma, verb lemma) pairs held out for ``split`` ("search"/"heldout"), or for either (None)."""
+  lex = lexicon()
+  ranges = _RESERVED_PER_MILLE.values() if split is None else (_RESERVED_PER_MILLE[split],)
+  return frozenset((noun, verb) for noun in set(lex.noun_lemma.values()) for verb in set(lex.verb_lemma.values())
+                   if any(lo <= _hash_per_mille(noun, verb) < hi for lo, hi in ranges))
+
+
+def noun_verb_pairs(words: list[str] | tuple[str, ...]) -> set[tuple[str, str]]:
+  """(noun lemma, verb lemma) for every noun form followed, anywhere later, by an agreeing verb form."""
+  lex = lexicon()
+  pairs, nouns_so_far = set(), []
+  for w in words:
+    verb = lex.verb_lemma.get(w)
+    if verb is not None:
+      pairs.update((n, verb) for n in nouns_so_far)
+    noun = lex.noun_lemma.get(w)
+    if noun is not None:
+      nouns_so_far.append(noun)
+  return pairs
+
+
+def contains_template_frame(words: list[str] | tuple[str, ...]) -> bool:
+  """Whether a Vig et al. template tail ("said that", "ate because", ...) occurs in ``words``."""
+  return any(tuple(words[i:i + len(t)]) == t for t in _template_tails() for i in range(len(words)))
+
+
+class _Generator:
+  """Builds phrases from one random stream; every method returns a list of words."""
+
+  def __init__(self, rng: random.Random):
+    self.rng = rng
+    self.lex = lexicon()
+    self.pct = occupation_pct_female()
+
+  def choice(self, seq):
+    return seq[self.rng.randrange(len(seq))]
+
+  def number(self) -> int:
+    return self.rng.randrange(2)
+
+  def det(self, number: int, next_word: str) -> list[str]:
+    r = self.rng.random()
+    if r < 0.7:
+      return ["the"]
+    if r < 0.8:
+      return [self.choice(_DET_ANY)]
+    if number == P and r < 0.83:
+      return [self.choice(self.lex.numbers)]
+    word = self.choice(_DET_SG if number == S else _DET_PL)
+    return ["an" if word == "a" and next_word[0] in "aeiou" else word]
+
+  def np(self, number: int, nouns=None, the: bool = False) -> list[str]:
+    """A noun phrase; ``the=True`` gives the bare "the N" used in evaluation items."""
+    noun = self.choice(nouns or self.lex.all_nouns)[number]
+    if the:
+      return ["the", noun]
+    words = [self.choice(self.lex.adjectives), noun] if self.rng.random() < 0.15 else [noun]
+    return self.det(number, words[0]) + words
+
+  def pp(self, number: int, the: bool = False) -> list[str]:
+    return list(self.choice(self.lex.prepositions)) + self.np(number, the=the)
+
+  def verb(self, frame: str) -> Verb:
+    return self.choice(self.lex.by_frame(frame))
+
+  def vp(self, number: int) -> list[str]:
+    """A verb phrase agreeing with ``number``, optionally followed by a time adverbial."""
+    agree = (lambda v: v.third) if number == S else (lambda v: v.base)
+    r = self.rng.random()
+    if r < 0.35:
+      words = [agree(self.verb("trans"))] + self.np(self.number())
+    elif r < 0.55:
+      words = [agree(self.verb("intrans"))]
+      if self.rng.random() < 0.5:
+        words += self.pp(self.number())
+    elif r < 0.75:
+      words = ["is" if number == S else "are"]
+      c = self.rng.random()
+      if c < 0.6:
+        words.append(self.choice(self.lex.adjectives))
+      elif c < 0.95:
+        words += self.pp(self.number())
+      else:
+        words += [self.choice(self.lex.numbers), "years", "old"]
+    elif r < 0.82:
+      words = ["has" if number == S else "have"] + self.np(self.number())
+    elif r < 0.88:
+      words = ["was" if number == S else "were", self.choice(self.lex.adjectives)]
+    elif r < 0.95:
+      verb = self.choice([v for v in self.lex.verbs if v.base in _INF_VERBS])
+      words = [agree(verb), "to", self.verb("trans").base] + self.np(self.number())
+    else:
+      verb = self.choice([v for v in self.lex.verbs if v.base in _GERUND_VERBS])
+      obj = [self.choice(self.lex.mass_nouns)] if self.rng.random() < 0.5 else self.np(self.number())
+      words = [agree(verb), self.choice(_GERUNDS)] + obj
+    if self.rng.random() < 0.1:
+      words += list(self.choice(_TIME))
+    return words
+
+  def prefix(self, condition: str, numbers: tuple[int, ...], subject: tuple[str, str] | None = None,
+             the: bool = False) -> tuple[list[str], int]:
+    """The words before the verb that agrees with the controller, and the controller's position.
+
+    ``numbers[0]`` is the controller's number, the others the attractors' in linear order (for
+    sentComp: the main-clause subject). ``subject`` fixes the controller noun (sg, pl) pair.
+    """
+    if subject is None:
+      subj = self.np(numbers[0], self.lex.animate, the)
+    else:
+      noun = subject[numbers[0]]
+      subj = ["the", noun] if the else self.det(numbers[0], noun) + [noun]
+    controller = len(subj) - 1
+    adv = lambda: [self.choice(self.lex.adverbs)]
+    def third_or_base(verb: Verb, number: int) -> str:
+      return verb.third if number == S else verb.base
+    if condition == "simple":
+      rest = []
+    elif condition == "adv":
+      rest = adv()
+    elif condition == "2adv":
+      rest = [self.choice(self.lex.degree_adverbs)] + adv()
+    elif condition == "coadv":
+      rest = adv() + ["and"] + adv()
+    elif condition == "namePP":
+      rest = list(self.choice(self.lex.prepositions)) + [self.choice(self.lex.names)[0]]
+    elif condition == "nounPP":
+      rest = self.pp(numbers[1], the)
+    elif condition == "nounPPAdv":
+      rest = self.pp(numbers[1], the) + adv()
+    elif condition == "twoAttractors":
+      rest = self.pp(numbers[1], the) + self.pp(numbers[2], the)
+    elif condition == "subjRC":
+      rest = [self.choice(("that", "who")), third_or_base(self.verb("trans"), numbers[0])]
+      rest += self.np(numbers[1], self.lex.animate, the)
+    elif condition == "objRC":
+      rest = ["that"] + self.np(numbers[1], self.lex.animate, the)
+      rest.append(third_or_base(self.verb("trans"), numbers[1]))
+    elif condition == "nestedRC":
+      rest = ["that"] + self.np(numbers[1], self.lex.animate, the) + ["who"]
+      rest.append(third_or_base(self.verb("trans"), numbers[1]))
+      rest += self.np(self.number(), self.lex.animate, the)
+      rest.append(third_or_base(self.verb("trans"), numbers[1]))
+    elif condition == "sentComp":
+      main = self.np(numbers[1], self.lex.animate, the)
+      main += [third_or_base(self.verb("comp"), numbers[1]), "that"]
+      return main + subj, len(main) + controller
+    else:
+      raise ValueError(f"unknown condition {condition!r}; choose one of {sorted(CONDITIONS)}")
+    return subj + rest, controller
+
+  def agreement_sentence(self, condition: str) -> list[str]:
+    numbers = tuple(self.number() for _ in range(CONDITIONS[condition]))
+    words, _ = self.prefix(condition, numbers)
+    words += self.vp(numbers[0])
+    if self.rng.random() < _VP_COORD_PROB:
+      words += ["and"] + self.vp(numbers[0])
+    return words
+
+  def pronoun_or_name_sentence(self) -> list[str]:
+    if self.rng.random() < 0.5:
+      return [self.choice(self.lex.names)[0]] + self.vp(S)
+    pronoun, number = self.choice(_PRONOUN_SUBJECTS)
+    return [pronoun] + self.vp(number)
+
+  def past_sentence(self) -> list[str]:
+    """A past-tense clause; it is where most past forms (and the template verbs) are learned."""
+    number = self.number()
+    subject = self.np(number) if self.rng.random() < 0.7 else [self.choice(self.lex.names)[0]]
+    if len(subject) == 1:
+      number = S
+    r = self.rng.random()
+    if r < 0.4:
+      return subject + [self.verb("trans").past] + self.np(self.number())
+    if r < 0.7:
+      verb = self.verb("intrans")
+      if verb.base == "go":
+        return subject + ["went", "home"]
+      if verb.base == "stay":
+        return subject + ["stayed", "up", "late"]
+      return subject + [verb.past] + (self.pp(self.number()) if self.rng.random() < 0.5 else [])
+    if r < 0.85:
+      verb = self.choice([v for v in self.lex.verbs if v.base in _PASSIVE])
+      return subject + ["was" if number == S else "were", verb.past]
+    return subject + ["was" if number == S else "were", self.choice(self.lex.adjectives)]
+
+  def gender_sentence(self) -> list[str]:
+    """Gendered coreference: an antecedent, then he/she/his/her/him referring to it."""
+    r = self.rng.random()
+    if r < 0.7:
+      sg = self.choice(self.lex.occupations)[S]
+      gender = "f" if self.rng.random() * 100 < self.pct[sg] else "m"
+      antecedent = self.det(S, sg) + [sg]
+    elif r < 0.85:
+      sg, _, gender = self.choice(self.lex.gendered)
+      antecedent = self.det(S, sg) + [sg]
+    else:
+      name, gender = self.choice(self.lex.names)
+      antecedent = [name]
+    nom, poss, acc = _PRONOUN[gender]
+    f = self.rng.random()
+    if f < 0.2:
+      frame = [self.verb("intrans").past, "because", nom]
+    elif f < 0.4:
+      frame = [self.verb("comp").past, "that", nom]
+    elif f < 0.5:
+      frame = [self.verb("comp").third, "that", nom]
+    elif f < 0.6:
+      frame = [self.verb("trans").past] + self.np(self.number()) + ["because", nom]
+    elif f < 0.7:
+      frame = ["was", self.choice(self.lex.adjectives), "because", nom]
+    elif f < 0.8:
+      frame = [self.choice(("said", "whispered", "yelled")), "to"] + self.np(self.number()) + ["that", nom]
+    elif f < 0.9:
+      return antecedent + [self.verb("trans").past, poss, self.choice(self.lex.all_nouns)[self.number()]]
+    else:
+      return antecedent + ["asked"] + self.np(self.number(), self.lex.animate) + ["to", "help", acc]
+    c = self.rng.random()
+    if c < 0.3:
+      cont = ["was", self.choice(self.lex.adjectives)]
+    elif c < 0.5:
+      cont = ["is", self.choice(self.lex.adjectives)]
+    elif c < 0.8:
+      cont = [self.verb("trans").past] + self.np(self.number())
+    else:
+      cont = [self.verb("trans").third] + self.np(self.number())
+    return antecedent + frame + cont
+
+  def sentence(self) -> list[str]:
+    kind = self.rng.choices(_KINDS, _KIND_WEIGHTS)[0]
+    if kind == "pronoun_or_name":
+      return self.pronoun_or_name_sentence()
+    if kind == "past":
+      return self.past_sentence()
+    if kind == "gender":
+      return self.gender_sentence()
+    return self.agreement_sentence(kind)
+
+
+_KINDS = tuple(_TRAIN_WEIGHTS)
+_KIND_WEIGHTS = tuple(_TRAIN_WEIGHTS.values())
+
+
+def corpus(num_sentences: int, seed: int, split: str = "train") -> list[str]:
+  """Training ("train") or held-out control ("control") text: lower-case sentences ending in " .".
+
+  Both splits come from the same distribution with different random streams. Sentences that contain
+  a reserved (noun, verb) pair or a Vig template frame are rejected and redrawn (see the module
+  docstring), so evaluation items stay unseen.
+  """
+  if split not in ("train", "control"):
+    raise ValueError(f"split must be 'train' or 'control', got {split!r}")
+  gen = _Generator(random.Random(f"corpus:{split}:{seed}"))
+  reserved = reserved_pairs()
+  sentences = []
+  while len(sentences) < num_sentences:
+    words = gen.sentence()
+    if contains_template_frame(words) or not reserved.isdisjoint(noun_verb_pairs(words)):
+      continue
+    sentences.append(" ".join(words) + " .")
+  return sentences
+
+
+def _cells(condition: str) -> list[tuple[int, ...]]:
+  k = CONDITIONS[condition]
+  return [tuple((c >> (k - 1 - i)) & 1 for i in range(k)) for c in range(2 ** k)]
+
+
+def agreement_items(n_per_cell: int, seed: int, split: str = "heldout",
+                    conditions: tuple[str, ...] | None = None) -> list[data.Pair]:
+  """Subject-verb agreement minimal pairs for every condition and cell, ``n_per_cell`` each.
+
+  Condition names are ``{condition}_{cell}``; the cell gives the numbers (S/P) of the controller (the
+  noun the target verb agrees with) first, then of the attractors in linear order (for sentComp, the
+  main-clause subject), e.g. ``nounPP_SP`` = singular subject, plural attractor. The counterfactual
+  flips only the controller noun. Every item's (controller noun, target verb) pair is reserved for
+  ``split``, so "search" and "heldout" items share no such pair and training never contains one.
+  All noun phrases are "the N" so that only the noun carries number.
+  """
+  if split not in _RESERVED_PER_MILLE:
+    raise ValueError(f"split must be 'search' or 'heldout', got {split!r}")
+  lex = lexicon()
+  verbs = [(v.base, (v.third, v.base)) for v in lex.verbs] + [("be", ("is", "are"))]
+  reserved = reserved_pairs(split)
+  pool = [(noun, forms) for noun in lex.animate for lemma, forms in verbs if (noun[S], lemma) in reserved]
+  gen = _Generator(random.Random(f"agreement:{split}:{seed}"))
+  pairs = []
+  for condition in conditions or tuple(CONDITIONS):
+    for cell in _cells(condition):
+      name = f"{condition}_{''.join(_LETTER[n] for n in cell)}"
+      seen = set()
+      for _ in range(50 * n_per_cell):
+        if len(seen) == n_per_cell:
+          break
+        noun, forms = gen.choice(pool)
+        words, i = gen.prefix(condition, cell, noun, the=True)
+        target, foil = forms[cell[0]], forms[1 - cell[0]]
+        if (tuple(words), target) in seen:
+          continue
+        seen.add((tuple(words), target))
+        flipped = words[:i] + [noun[1 - cell[0]]] + words[i + 1:]
+        pairs.append(data.Pair(tuple(words), target, foil, tuple(flipped), name, f"grammar:{split}"))
+  return pairs
+
+
+def gender_items(split: str = "heldout") -> list[data.Pair]:
+  """Vig et al.'s 17 templates x Winogender occupations, with a man/woman counterfactual.
+
+  Occupations are sorted by BLS % female and alternately assigned to "search" and "heldout" (30
+  each), so both splits span the range. The target is the pronoun the occupation's statistics favour
+  (she if % female >= 50), the foil the other one, and the counterfactual replaces the occupation with
+  the noun of the foil's gender ("man" for a she-target). Condition: ``gender``; the antecedent's %
+  female is :func:`pct_female_of`.
+  """
+  if split not in ("search", "heldout"):
+    raise ValueError(f"split must be 'search' or 'heldout', got {split!r}")
+  with open(data.vendored("winogender", "occupations-stats.tsv"), encoding="utf-8") as f:
+    occupations = [line.split("\t")[0] for line in f][1:]
+  pct = occupation_pct_female()
+  ranked = sorted(occupations, key=lambda w: (pct[w], w))
+  chosen = ranked[split == "heldout"::2]
+  pairs = []
+  for template in vig_templates():
+    for occupation in chosen:
+      she = pct[occupation] >= 50
+      prefix = tuple(template.format(occupation).split())
+      other = "man" if she else "woman"
+      counterfactual = tuple(other if w == occupation else w for w in prefix)
+      target, foil = ("she", "he") if she else ("he", "she")
+      pairs.append(data.Pair(prefix, target, foil, counterfactual, "gender", f"grammar:{split}"))
+  return pairs

@@ -1,0 +1,329 @@
+"""Trains the default word-level LSTM LM on the generated English corpus (absl app around ``train``).
+
+Sentence-aware batching: every training row starts with ``<eos>`` and holds whole sentences, each followed by
+``<eos>``, and the state starts from zeros in every row. A sentence is thus seen both from the initial state
+right after ``<eos>`` (how Gulordava et al.'s models are evaluated, and how jaxmask evaluates) and inside
+running text. Interrupted runs resume from the orbax train state under ``WORKDIR/train_state`` and reach the
+same parameters as an uninterrupted run; the finished model is a checkpoint directory at ``WORKDIR``::
+
+    python -m jaxmask.train_lm --flagfile=configs/lm.cfg --workdir=workdir_lm
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import tqdm
+from absl import app
+from absl import flags
+from flax.training import train_state
+
+from jaxmask import checkpoints
+from jaxmask import lstm
+
+
+class TrainingError(ValueError):
+  """A training run that cannot start or continue; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig:
+  """Everything that determines a trained LM. The defaults are the default LM (``configs/lm.cfg``)."""
+  embed_size: int = 128
+  hidden_size: int = 128
+  num_layers: int = 2
+  num_sentences: int = 150_000  # generated training sentences (grammar.corpus, split "train")
+  valid_sentences: int = 1_000  # generated validation sentences (another seed)
+  row_length: int = 48  # tokens per training row, whole sentences only
+  batch_size: int = 64
+  steps: int = 2_400
+  learning_rate: float = 3e-3
+  warmup_steps: int = 50
+  final_lr_fraction: float = 0.05  # cosine decay from learning_rate down to this fraction of it
+  clip_norm: float = 1.0
+  seed: int = 0
+  checkpoint_every: int = 250
+  eval_every: int = 400
+
+
+def config_from_dict(values: dict[str, Any]) -> LMConfig:
+  """An LMConfig from a dict of (some of) its fields; unknown keys are an error naming them."""
+  names = {f.name: f.type for f in dataclasses.fields(LMConfig)}
+  unknown = sorted(set(values) - set(names))
+  if unknown:
+    raise TrainingError(f"unknown LM config field(s) {', '.join(unknown)}; known: {', '.join(names)}.")
+  types = {f.name: type(f.default) for f in dataclasses.fields(LMConfig)}
+  return LMConfig(**{k: types[k](v) for k, v in values.items()})
+
+
+def read_flagfile(path: str) -> LMConfig:
+  """The LMConfig set by an absl flagfile such as ``configs/lm.cfg`` (``--name=value`` lines, # comments).
+
+  Flags that are not LM config fields (``--workdir``) are ignored, so the main job can read the same file.
+  """
+  names = {f.name for f in dataclasses.fields(LMConfig)}
+  values = {}
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except OSError as e:
+    raise TrainingError(f"cannot read flagfile {path} ({e.strerror}).") from e
+  for number, line in enumerate(lines, 1):
+    line = line.strip()
+    if not line or line.startswith("#"):
+      continue
+    if not line.startswith("--") or "=" not in line:
+      raise TrainingError(f"{path}, line {number}: expected --name=value, got {line!r}.")
+    name, value = line[2:].split("=", 1)
+    if name in names:
+      values[name] = value
+  return config_from_dict(values)
+
+
+def tokenize(sentences: list[str], vocab: list[str]) -> list[list[int]]:
+  """Word ids of space-separated sentences; words outside ``vocab`` become ``<unk>``."""
+  index = {w: i for i, w in enumerate(vocab)}
+  unk = index["<unk>"]
+  return [[index.get(w, unk) for w in s.split()] for s in sentences]
+
+
+def pack_rows(sentences: list[list[int]], row_length: int, eos: int) -> np.ndarray:
+  """Packs whole sentences into rows ``<eos> s1 <eos> s2 <eos> ...`` of ``row_length + 1`` ids, padded with -1.
+
+  Row r's inputs are ``rows[r, :-1]`` and its next-token targets ``rows[r, 1:]``; a sentence longer than
+  ``row_length - 1`` words is dropped. Returns int32[R, row_length + 1].
+  """
+  rows, row = [], [eos]
+  for s in sentences:
+    if len(s) + 1 > row_length:
+      continue
+    if len(row) + len(s) + 1 > row_length + 1:
+      rows.append(row + [-1] * (row_length + 1 - len(row)))
+      row = [eos]
+    row.extend(s)
+    row.append(eos)
+  if len(row) > 1:
+    rows.append(row + [-1] * (row_length + 1 - len(row)))
+  return np.asarray(rows, np.int32).reshape(-1, row_length + 1)
+
+
+def masked_nll(params: lstm.Params, rows_BxT1: jax.Array, eos: int) -> tuple[jax.Array, jax.Array]:
+  """(summed negative log-likelihood, number of scored tokens) of rows packed by ``pack_rows``."""
+  inputs = jnp.where(rows_BxT1[:, :-1] < 0, eos, rows_BxT1[:, :-1])
+  targets = rows_BxT1[:, 1:]
+  mask = (targets >= 0).astype(jnp.float32)
+  logits = lstm.apply(params, inputs)
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(targets, 0))
+  return jnp.sum(nll * mask), jnp.sum(mask)
+
+
+@functools.partial(jax.jit, static_argnames="eos", donate_argnums=0)
+def train_step(state: train_state.TrainState, rows_BxT1: jax.Array, eos: int) -> tuple[train_state.TrainState, jax.Array]:
+  """One Adam step on the mean next-token cross-entropy of a batch of packed rows; returns (state, loss)."""
+  def loss_fn(params):
+    total, count = masked_nll(params, rows_BxT1, eos)
+    return total / jnp.maximum(count, 1.0)
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  return state.apply_gradients(grads=grads), loss
+
+
+@functools.partial(jax.jit, static_argnames="eos")
+def _nll_sum(params: lstm.Params, rows_BxT1: jax.Array, eos: int) -> tuple[jax.Array, jax.Array]:
+  return masked_nll(params, rows_BxT1, eos)
+
+
+def perplexity(params: lstm.Params, rows: np.ndarray, eos: int, batch_size: int) -> float:
+  """exp of the mean next-token NLL over packed rows (batched; padding rows are not scored)."""
+  pad = -len(rows) % batch_size
+  rows = np.concatenate([rows, np.full((pad, rows.shape[1]), -1, np.int32)])
+  total = count = 0.0
+  for i in range(0, len(rows), batch_size):
+    t, c = _nll_sum(params, jnp.asarray(rows[i:i + batch_size]), eos)
+    total, count = total + float(t), count + float(c)
+  return float(np.exp(total / max(count, 1.0)))
+
+
+@functools.lru_cache(maxsize=8)
+def optimizer(config: LMConfig) -> optax.GradientTransformation:
+  """Adam with linear warm-up then cosine decay, after clipping the global gradient norm.
+
+  Cached per config: the transformation is a static part of the jitted train state, so the same object
+  lets a resumed or repeated run in one process reuse the compiled step.
+  """
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
+      decay_steps=config.steps, end_value=config.learning_rate * config.final_lr_fraction)
+  return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(schedule))
+
+
+class _Batches:
+  """The batch of a given step: a seeded permutation of the rows per epoch, so the data position is the step."""
+
+  def __init__(self, rows: np.ndarray, batch_size: int, seed: int):
+    if len(rows) < batch_size:
+      raise TrainingError(f"the corpus packs into {len(rows)} rows, fewer than batch_size={batch_size}; "
+                          f"raise num_sentences or lower batch_size.")
+    self.rows, self.batch_size, self.seed = rows, batch_size, seed
+    self.per_epoch = len(rows) // batch_size
+    self._epoch, self._perm = -1, None
+
+  def __call__(self, step: int) -> np.ndarray:
+    epoch, i = divmod(step, self.per_epoch)
+    if epoch != self._epoch:
+      self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
+    return self.rows[self._perm[i * self.batch_size:(i + 1) * self.batch_size]]
+
+
+def _check_workdir_config(workdir: str, config: LMConfig) -> None:
+  """Records the config in a new workdir; refuses a workdir that was started with another config."""
+  path = os.path.join(workdir, "train_state", "lm_config.json")
+  wanted = dataclasses.asdict(config)
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      stored = json.load(f)
+    if stored != wanted:
+      diff = ", ".join(f"{k}={stored.get(k)!r} there vs {v!r} now" for k, v in wanted.items() if stored.get(k) != v)
+      raise TrainingError(f"workdir {workdir} holds a run with a different config ({diff}); use a new --workdir "
+                          f"or the same settings to resume.")
+    return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(wanted, f, indent=2)
+
+
+def build_corpus(config: LMConfig) -> tuple[list[str], np.ndarray, np.ndarray]:
+  """(vocabulary, training rows, validation rows) from the generator, deterministic in ``config.seed``."""
+  from jaxmask import grammar  # the edge that generates text; the training core does not need it
+  vocab = grammar.vocabulary()
+  eos = vocab.index("<eos>")
+  train_text = grammar.corpus(config.num_sentences, config.seed, split="train")
+  valid_text = grammar.corpus(config.valid_sentences, config.seed + 1_000_003, split="train")
+  return (vocab, pack_rows(tokenize(train_text, vocab), config.row_length, eos),
+          pack_rows(tokenize(valid_text, vocab), config.row_length, eos))
+
+
+def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True,
+          corpus: tuple[list[str], np.ndarray, np.ndarray] | None = None) -> lstm.Params:
+  """Trains (or resumes training) an LM and writes the checkpoint directory ``workdir``; returns its params.
+
+  Args:
+    config: an LMConfig, or a dict of some of its fields (the rest take the default LM's values).
+    workdir: the checkpoint directory to write (``checkpoints.load(workdir)`` reads it); the resumable
+      train state lives in ``workdir/train_state``. A workdir started with another config is refused.
+    progress: show a tqdm bar with loss, tokens/s and validation perplexity.
+    corpus: (vocabulary, training rows, validation rows) as ``build_corpus`` returns; built from the
+      generator when None.
+
+  Raises:
+    TrainingError: the workdir belongs to another config, the corpus is too small, or the loss became
+      NaN/inf (the last good train-state checkpoint is kept).
+  """
+  if isinstance(config, dict):
+    config = config_from_dict(config)
+  workdir = os.path.abspath(workdir)
+  _check_workdir_config(workdir, config)
+  started = time.time()
+  vocab, train_rows, valid_rows = corpus if corpus is not None else build_corpus(config)
+  eos = vocab.index("<eos>")
+  batches = _Batches(train_rows, config.batch_size, config.seed)
+  corpus_seconds = time.time() - started
+
+  params = lstm.init(jax.random.key(config.seed), len(vocab), config.embed_size, config.hidden_size,
+                     config.num_layers)
+  tx = optimizer(config)
+  state = train_state.TrainState.create(apply_fn=lstm.apply, params=params, tx=tx)
+  manager = ocp.CheckpointManager(
+      os.path.join(workdir, "train_state"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
+  start_step = manager.latest_step() or 0
+  if start_step:
+    restored = manager.restore(start_step, args=ocp.args.StandardRestore(_saved(state)))
+    state = state.replace(step=jnp.asarray(restored["step"]), params=restored["params"],
+                          opt_state=restored["opt_state"])
+
+  valid_ppl = float("nan")
+  tokens, timed_since = 0, None  # tokens/s leaves out the first step of a run, which compiles
+  loop_started = time.time()
+  bar = tqdm.tqdm(total=config.steps, initial=start_step, disable=not progress, unit="step",
+                  desc="train_lm", dynamic_ncols=True)
+  try:
+    for step in range(start_step, config.steps):
+      rows = batches(step)
+      state, loss = train_step(state, jnp.asarray(rows), eos)
+      loss = float(loss)
+      if not np.isfinite(loss):
+        raise TrainingError(
+            f"the training loss became {loss} at step {step + 1}; training stopped and the last good "
+            f"train state (step {manager.latest_step() or 0}) is kept in {workdir}/train_state; lower "
+            f"learning_rate or clip_norm and train into a new workdir.")
+      if timed_since is None:
+        timed_since = time.time()
+      else:
+        tokens += int((rows[:, 1:] >= 0).sum())
+      done = step + 1
+      if done % config.eval_every == 0 or done == config.steps:
+        valid_ppl = perplexity(state.params, valid_rows, eos, config.batch_size)
+      if done % config.checkpoint_every == 0 or done == config.steps:
+        manager.save(done, args=ocp.args.StandardSave(_saved(state)))
+      bar.update(1)
+      if done % 10 == 0 or done == config.steps:
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / max(time.time() - timed_since, 1e-9):,.0f}",
+                        val_ppl=f"{valid_ppl:.2f}")
+  finally:
+    bar.close()
+    manager.wait_until_finished()
+    manager.close()
+
+  if np.isnan(valid_ppl):
+    valid_ppl = perplexity(state.params, valid_rows, eos, config.batch_size)
+  metrics = {"valid_perplexity": valid_ppl, "corpus_seconds": round(corpus_seconds, 1),
+             "train_seconds": round(time.time() - loop_started, 1), "total_seconds": round(time.time() - started, 1),
+             "steps_this_run": config.steps - start_step, "train_rows": int(len(train_rows)),
+             "tokens_per_second": round(tokens / (time.time() - timed_since)) if tokens else None}
+  checkpoints.save(workdir, state.params, vocab, {"train": dataclasses.asdict(config), "metrics": metrics})
+  return state.params
+
+
+def _saved(state: train_state.TrainState) -> dict[str, Any]:
+  """The part of the train state that goes into an orbax checkpoint (the data position is the step)."""
+  return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+
+
+def _define_flags() -> None:
+  """Flags mirror LMConfig's fields; defined only when run as a program, so importing never adds flags."""
+  for field in dataclasses.fields(LMConfig):
+    define = {int: flags.DEFINE_integer, float: flags.DEFINE_float}[type(field.default)]
+    define(field.name, field.default, f"LMConfig.{field.name}")
+  flags.DEFINE_string("workdir", "workdir_lm", "Checkpoint directory to write (and resume from).")
+  flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def main(argv: list[str]) -> None:
+  """Thin absl entry point: flags -> LMConfig -> train()."""
+  if len(argv) > 1:
+    sys.exit(f"train_lm: unexpected arguments {' '.join(argv[1:])}; flags are written --name=value.")
+  FLAGS = flags.FLAGS
+  config = LMConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(LMConfig)})
+  try:
+    train(config, FLAGS.workdir, progress=FLAGS.progress)
+  except (TrainingError, checkpoints.CheckpointError) as e:
+    sys.exit(f"train_lm: {e}")
+  except KeyboardInterrupt:
+    sys.exit(f"train_lm: interrupted; rerun the same command to resume from {FLAGS.workdir}/train_state.")
+  print(f"train_lm: wrote the checkpoint directory {os.path.abspath(FLAGS.workdir)}")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,168 @@
+"""The baselines: single-unit effects, Integrated Gradients, the probe, random sets, sweep read-out, compare()."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import planted
+from jaxmask import baselines, lstm, objectives, search
+
+N = 8  # planted units
+
+
+@pytest.fixture(scope="module")
+def random_lstm():
+  """A 2-layer LSTM with weights scaled up (so the margins are far from linear in z), gating h and c: N = 12."""
+  params = jax.tree.map(lambda a: 3.0 * a, lstm.init(jax.random.key(0), 11, 4, 3, 2))
+  prefix = jax.random.randint(jax.random.key(1), (6, 5), 0, 11)
+  items = search.Items(prefix=prefix, counterfactual=prefix.at[:, 1].set((prefix[:, 1] + 5) % 11),
+                       length=jnp.array([5, 4, 5, 3, 5, 2]), target=jnp.arange(6),
+                       foil=jnp.arange(6) + 5)
+  return params, items
+
+
+@pytest.fixture(scope="module")
+def sweep():
+  """A small Hard Concrete sweep on the planted LSTM: lambda 0.02 finds the planted set, lambda 5 nothing."""
+  result = search.sweep(planted.params(), planted.items(), [0.02, 5.0], steps=300, learning_rate=0.1,
+                        batch_size=32)
+  assert result.units == [planted.PLANTED, []]
+  return result
+
+
+def flip_rates(params, items, unit_sets):
+  return np.asarray((search.margins(params, items, search.units_to_gates(unit_sets, N)) < 0).mean(axis=1))
+
+
+def test_single_unit_effects_ig_and_gradient_x_activation_rank_the_planted_units_first():
+  params, items = planted.params(), planted.items()
+  effects = np.asarray(baselines.single_unit_effects(params, items))
+  # Alone, a planted unit moves the margin from 2.278 to 0.759: softplus(2.278) - softplus(0.759) = 1.2325.
+  np.testing.assert_allclose(effects, [1.2325] * 3 + [0.0] * 5, atol=1e-4)
+  for scores in (effects, baselines.integrated_gradients(params, items),
+                 baselines.gradient_x_activation(params, items)):
+    assert baselines.top_k(scores, 3) == planted.PLANTED
+    assert np.min(np.asarray(scores)[planted.PLANTED]) > 0.5
+    np.testing.assert_allclose(np.asarray(scores)[3:], 0.0, atol=1e-6)
+
+
+def test_single_unit_effects_equal_a_loop_over_units(random_lstm):
+  params, items = random_lstm
+  n = lstm.num_units(params, "hc")
+  vmapped = np.asarray(baselines.single_unit_effects(params, items, sites="hc"))
+  looped = []
+  for unit in range(n):
+    m = search.margins(params, items, search.units_to_gates([[], [unit]], n), sites="hc")
+    loss = np.asarray(objectives.flip_loss(m).mean(axis=1))
+    looped.append(loss[0] - loss[1])
+  assert np.abs(vmapped).max() > 1e-2  # not trivially zero
+  np.testing.assert_allclose(vmapped, looped, atol=1e-5)
+
+
+def test_integrated_gradients_completeness(random_lstm):
+  params, items = random_lstm
+  n = lstm.num_units(params, "hc")
+  loss = np.asarray(objectives.flip_loss(search.margins(params, items, np.stack([np.zeros(n), np.ones(n)]),
+                                                        sites="hc")).mean(axis=1))
+  attributions = np.asarray(baselines.integrated_gradients(params, items, steps=32, sites="hc"))
+  assert abs(loss[0] - loss[1]) > 0.1
+  np.testing.assert_allclose(attributions.sum(), loss[0] - loss[1], rtol=1e-3)
+  # The planted circuit's three units share the whole intervention's loss reduction.
+  params, items = planted.params(), planted.items()
+  ig = np.asarray(baselines.integrated_gradients(params, items))
+  full = np.asarray(objectives.flip_loss(search.margins(params, items, np.stack([np.zeros(N), np.ones(N)])))
+                    .mean(axis=1))
+  np.testing.assert_allclose(ig[planted.PLANTED], (full[0] - full[1]) / 3, rtol=1e-3)
+
+
+def test_gradient_x_activation_is_the_first_order_effect_of_each_gate(random_lstm):
+  params, items = random_lstm
+  n, eps = lstm.num_units(params, "hc"), 1e-2
+  m = search.margins(params, items, np.concatenate([eps * np.eye(n), -eps * np.eye(n)]), sites="hc")
+  loss = np.asarray(objectives.flip_loss(m).mean(axis=1))
+  finite_difference = (loss[n:] - loss[:n]) / (2 * eps)  # -dL/dz_i
+  np.testing.assert_allclose(baselines.gradient_x_activation(params, items, sites="hc"), finite_difference,
+                             atol=2e-4)
+
+
+def with_noisy_planted_units():
+  """The planted LSTM where the planted units' output gate also reads the last filler (o = sigma(2), sigma(0)
+  or sigma(-2)): they still carry the feature the decoder reads, less cleanly than the distractors do."""
+  params = planted.params()
+  layer = dict(params["layers"][0])
+  w_ih, b = np.array(layer["w_ih"]), np.array(layer["b_ih"])
+  o = 3 * N + np.array(planted.PLANTED)
+  b[o] = 0.0
+  w_ih[o, 3:6] = [2.0, 0.0, -2.0]
+  params["layers"] = [dict(layer, w_ih=jnp.asarray(w_ih), b_ih=jnp.asarray(b))]
+  return params
+
+
+def test_the_probe_finds_the_distractors_and_is_not_causal():
+  params, items, labels = planted.params(), planted.items(), planted.labels()
+  fit = baselines.fit_probe(params, items, jnp.asarray(labels))
+  weights = np.abs(np.asarray(fit.weights_N))
+  assert float(fit.accuracy) == 1.0
+  # The probe cannot tell the distractors from the planted units: equal weights, only a tie-break between them.
+  np.testing.assert_allclose(weights[planted.DISTRACTORS], weights[0], rtol=1e-4)
+  assert weights[0] > 0.5 and np.all(weights[5:] < 1e-3)
+  # When the distractors encode the label more cleanly than the units the model reads, the probe prefers them.
+  noisy = with_noisy_planted_units()
+  probe_scores = baselines.probe(noisy, items, labels)
+  probe_top3 = baselines.top_k(probe_scores, 3)
+  assert set(planted.DISTRACTORS) <= set(probe_top3)
+  assert np.min(np.asarray(probe_scores)[planted.DISTRACTORS]) > 2 * np.max(np.asarray(probe_scores)[planted.PLANTED])
+  assert baselines.top_k(baselines.single_unit_effects(noisy, items), 3) == planted.PLANTED
+  heldout = planted.items(seed=1)
+  np.testing.assert_array_equal(flip_rates(noisy, heldout, [planted.PLANTED, probe_top3]), [1.0, 0.0])
+
+
+def test_random_sets_flip_less_than_the_planted_set():
+  draws = baselines.random_sets(jax.random.key(0), N, 3, draws=20)
+  assert draws.shape == (20, 3) and draws.dtype == jnp.int32
+  d = np.asarray(draws)
+  assert np.all(np.diff(d, axis=1) > 0) and d.min() >= 0 and d.max() < N  # sorted, distinct, in range
+  assert len({tuple(row) for row in d.tolist()}) > 10
+  rates = flip_rates(planted.params(), planted.items(seed=1), [planted.PLANTED] + d.tolist())
+  # A random 3-set flips every item iff it holds >= 2 planted units: probability 16/56 = 0.29.
+  assert rates[0] == 1.0 and rates[1:].mean() < 0.6
+
+
+def test_sweep_at_k_picks_the_best_set_of_at_most_k_units(sweep):
+  params, items = planted.params(), planted.items()
+  assert baselines.sweep_at_k(params, items, sweep, [0, 2, 3, 8]) == [[], [], planted.PLANTED, planted.PLANTED]
+  # Every tie rule: [3] and [] tie on flip rate and loss (a distractor does nothing): the smaller wins;
+  # [0, 3] flips nothing but lowers the loss; the 5-set ties with the planted set: the smaller wins.
+  handmade = dataclasses.replace(sweep, units=[[0, 1, 2, 3, 4], [3], [0, 3], [], planted.PLANTED])
+  assert baselines.sweep_at_k(params, items, handmade, [1, 2, 3, 5]) == [[], [0, 3], planted.PLANTED,
+                                                                         planted.PLANTED]
+
+
+def test_compare_returns_every_method_at_every_k(sweep):
+  ks = [1, 3]
+  out = baselines.compare(planted.params(), planted.items(), planted.items(seed=1), ks, hard_concrete=sweep,
+                          reinforce=sweep, labels=planted.labels(), key=jax.random.key(1), draws=5)
+  assert set(out) == {"hard_concrete", "reinforce", "single_unit", "integrated_gradients", "probe", "random"}
+  for method, rows in out.items():
+    assert [row["k"] for row in rows] == ks
+    assert all(0.0 <= row["heldout_flip_rate"] <= 1.0 for row in rows)
+    assert ("heldout_flip_rate_sd" in rows[0]) == (method == "random")
+  for method in ("hard_concrete", "single_unit", "integrated_gradients"):
+    assert [(row["units"], row["heldout_flip_rate"]) for row in out[method]] == [([], 0.0) if method ==
+                                                                                 "hard_concrete" else ([0], 0.0),
+                                                                                 (planted.PLANTED, 1.0)]
+  assert [np.shape(row["units"]) for row in out["random"]] == [(5, 1), (5, 3)]
+  assert out["random"][1]["heldout_flip_rate"] < 1.0
+  without = baselines.compare(planted.params(), planted.items(), planted.items(seed=1), [3], hard_concrete=sweep,
+                              draws=2)
+  assert set(without) == {"hard_concrete", "single_unit", "integrated_gradients", "random"}
+
+
+def test_jaccard_and_overlap_matrix():
+  assert baselines.jaccard([0, 1, 2], [1, 2, 3]) == 0.5
+  assert baselines.jaccard([], []) == 1.0 and baselines.jaccard([1], []) == 0.0
+  np.testing.assert_allclose(baselines.overlap_matrix([[0, 1], [1], [2]]),
+                             [[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]])

@@ -1,0 +1,75 @@
+"""Tests for jaxmask.checkpoints: save/load round trip and the errors of an incomplete or mismatched directory."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxmask import checkpoints
+from jaxmask import lstm
+
+VOCAB = ["<unk>", "<eos>", ".", "the", "dog", "dogs", "runs", "run"]
+
+
+@pytest.fixture
+def saved(tmp_path):
+  params = lstm.init(jax.random.key(3), len(VOCAB), 6, 5, 2)
+  directory = str(tmp_path / "ckpt")
+  checkpoints.save(directory, params, VOCAB, {"note": "test", "metrics": {"valid_perplexity": 12.5}})
+  return directory, params
+
+
+def test_round_trip_keeps_params_config_and_vocab(saved):
+  directory, params = saved
+  loaded, config, vocab = checkpoints.load(directory)
+  assert vocab == VOCAB
+  assert config == {"vocab_size": 8, "embed_size": 6, "hidden_size": 5, "num_layers": 2, "note": "test",
+                    "metrics": {"valid_perplexity": 12.5}}
+  assert jax.tree.structure(loaded) == jax.tree.structure(params)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_missing_vocabulary_is_one_sentence(saved):
+  directory, _ = saved
+  os.remove(os.path.join(directory, "vocab.txt"))
+  with pytest.raises(checkpoints.CheckpointError, match=r"has no vocab.txt"):
+    checkpoints.load(directory)
+
+
+def test_config_that_does_not_match_the_params(saved):
+  directory, _ = saved
+  path = os.path.join(directory, "config.json")
+  with open(path) as f:
+    config = json.load(f)
+  config["hidden_size"] = 7
+  with open(path, "w") as f:
+    json.dump(config, f)
+  with pytest.raises(checkpoints.CheckpointError, match=r"does not match its model config"):
+    checkpoints.load(directory)
+
+
+def test_vocabulary_of_another_size(saved):
+  directory, _ = saved
+  with open(os.path.join(directory, "vocab.txt"), "w") as f:
+    f.write("\n".join(VOCAB[:-1]) + "\n")
+  with pytest.raises(checkpoints.CheckpointError, match=r"has 7 words but .* vocab_size=8"):
+    checkpoints.load(directory)
+
+
+def test_missing_directory_and_bad_json(saved, tmp_path):
+  with pytest.raises(checkpoints.CheckpointError, match=r"does not exist"):
+    checkpoints.load(str(tmp_path / "nowhere"))
+  directory, _ = saved
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    f.write("{\n  \"vocab_size\": 8,\n")
+  with pytest.raises(checkpoints.CheckpointError, match=r"config.json, line 3: not valid JSON"):
+    checkpoints.load(directory)
+
+
+def test_save_refuses_a_vocabulary_of_the_wrong_size(tmp_path):
+  params = lstm.init(jax.random.key(0), 4, 3, 3, 1)
+  with pytest.raises(checkpoints.CheckpointError, match=r"vocabulary has 3 words but the embedding has 4 rows"):
+    checkpoints.save(str(tmp_path / "x"), params, ["a", "b", "c"])

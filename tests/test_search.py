@@ -1,0 +1,137 @@
+"""The sweep: margins, the planted circuit, vmap/shard/chunk equivalences."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import planted
+from jaxmask import lstm, search
+
+SWEEP = dict(steps=300, learning_rate=0.1, batch_size=32)
+
+
+def test_margins_match_full_logits_at_the_last_real_token():
+  params = lstm.init(jax.random.key(0), 13, 6, 5, 2)
+  prefix = jax.random.randint(jax.random.key(1), (4, 6), 0, 13)
+  cf = jax.random.randint(jax.random.key(2), (4, 6), 0, 13)
+  items = search.Items(prefix=prefix, counterfactual=cf, length=jnp.array([6, 3, 1, 5]),
+                       target=jnp.array([1, 2, 3, 4]), foil=jnp.array([5, 6, 7, 8]))
+  logits = np.asarray(lstm.apply(params, prefix))
+  rows = np.arange(4)
+  expected = logits[rows, [5, 2, 0, 4], [1, 2, 3, 4]] - logits[rows, [5, 2, 0, 4], [5, 6, 7, 8]]
+  got = search.margins(params, items, np.stack([np.zeros(10), np.ones(10)]))
+  np.testing.assert_allclose(got[0], expected, atol=1e-5)
+  cf_logits = np.asarray(lstm.apply(params, cf))
+  cf_expected = cf_logits[rows, [5, 2, 0, 4], [1, 2, 3, 4]] - cf_logits[rows, [5, 2, 0, 4], [5, 6, 7, 8]]
+  np.testing.assert_allclose(got[1], cf_expected, atol=1e-5)
+
+
+def test_planted_margins():
+  got = np.asarray(search.margins(planted.params(), planted.items(),
+                                  search.units_to_gates([[], planted.PLANTED, [0, 1], planted.DISTRACTORS], 8)))
+  np.testing.assert_allclose(got[:, 0], [2.278, -2.278, -0.759, 2.278], atol=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_hard_concrete_finds_exactly_the_planted_units(seed):
+  result = search.sweep(planted.params(), planted.items(seed=seed), [0.02], seed=seed, **SWEEP)
+  assert result.units == [planted.PLANTED]
+  assert result.expected_l0[0] == pytest.approx(3.0, abs=0.1)
+  assert result.loss_trace.shape == (300, 1) and result.loss_trace[-1, 0] < result.loss_trace[0, 0]
+
+
+@pytest.mark.parametrize("baseline", ["moving_average", "leave_one_out"])
+def test_reinforce_finds_the_planted_units_given_enough_steps(baseline):
+  result = search.sweep(planted.params(), planted.items(), [0.02], method="reinforce", baseline=baseline,
+                        steps=600, learning_rate=0.1, batch_size=32)
+  assert result.units == [planted.PLANTED]
+
+
+def test_large_lambda_selects_nothing():
+  result = search.sweep(planted.params(), planted.items(), [5.0], **SWEEP)
+  assert result.units == [[]]
+
+
+def test_a_sweep_over_two_lambdas_equals_two_single_sweeps():
+  p, it = planted.params(), planted.items()
+  both = search.sweep(p, it, [0.02, 0.3], seed=3, **SWEEP)
+  for i, lam in enumerate([0.02, 0.3]):
+    one = search.sweep(p, it, [lam], seed=3, **SWEEP)
+    np.testing.assert_allclose(both.logits[i], one.logits[0], rtol=1e-4, atol=1e-4)
+    assert both.units[i] == one.units[0]
+
+
+def test_chunks_and_resume_give_the_same_result():
+  p, it = planted.params(), planted.items()
+  whole = search.sweep(p, it, [0.02, 0.1], **SWEEP)
+  saved = []
+  search.sweep(p, it, [0.02, 0.1], chunk_steps=100, callback=lambda s, _: saved.append(s), **SWEEP)
+  assert len(saved) == 3 and int(saved[0].step) == 100
+  resumed = search.sweep(p, it, [0.02, 0.1], state=saved[0], **SWEEP)  # as if killed after 100 steps
+  np.testing.assert_allclose(resumed.logits, whole.logits, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(resumed.loss_trace, whole.loss_trace[100:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("replacement,sites", [("zero", "h"), ("mean", "hc"), ("learned", "h")])
+def test_other_replacements_and_sites_run(replacement, sites):
+  result = search.sweep(planted.params(), planted.items(), [0.01], replacement=replacement, sites=sites,
+                        steps=50, learning_rate=0.1, batch_size=16)
+  assert result.logits.shape == (1, 8 * len(sites))
+  assert np.isfinite(result.loss_trace).all()
+  # Zero or mean replacement of the planted units removes the evidence but cannot flip the sign.
+  assert all(u in range(8 * len(sites)) for u in result.units[0])
+
+
+def test_kl_control_term_is_added():
+  p, it = planted.params(), planted.items()
+  control = search.Control(tokens=it.prefix, length=it.length)
+  plain = search.sweep(p, it, [0.02], steps=1, learning_rate=0.1, init_logit=4.0)
+  with_kl = search.sweep(p, it, [0.02], steps=1, learning_rate=0.1, mu=1.0, control=control, init_logit=4.0)
+  # Gates nearly all open: mean replacement of every unit costs about 0.135 nats per token here.
+  assert with_kl.loss_trace[0, 0] - plain.loss_trace[0, 0] == pytest.approx(0.135, abs=0.03)
+  np.testing.assert_allclose(with_kl.task_loss_trace, plain.task_loss_trace, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(method="adam"), "unknown method"), (dict(replacement="noise"), "unknown replacement"),
+    (dict(sites="x"), "sites must be"), (dict(mu=1.0), "needs control text")])
+def test_bad_settings_say_what_is_wrong(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    search.sweep(planted.params(), planted.items(), [0.1], steps=2, **kwargs)
+
+
+def test_readable_names_follow_lakretz():
+  assert search.readable(775, 2, 650) == "L2:h:125"
+  assert search.readable(3, 2, 8) == "L1:h:3" and search.readable(16 + 9, 2, 8) == "L2:c:1"
+
+
+_SHARDED = """
+import json, sys
+sys.path.insert(0, "tests")
+import jax, planted
+from jaxmask import search
+r = search.sweep(planted.params(), planted.items(), [0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0], steps=150,
+                 learning_rate=0.1, batch_size=32, seed=1)
+print(json.dumps({"devices": jax.device_count(), "units": r.units, "logits": r.logits.tolist(),
+                  "sharding": str(r.state.logits.sharding.spec)}))
+"""
+
+
+def test_sharded_sweep_over_8_devices_equals_one_device():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = {}
+  for n in (1, 8):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _SHARDED], cwd=root, env=env, capture_output=True, text=True,
+                          check=True)
+    out[n] = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out[1]["devices"] == 1 and out[8]["devices"] == 8
+  assert "lambda" in out[8]["sharding"]
+  assert out[1]["units"] == out[8]["units"]
+  np.testing.assert_allclose(out[1]["logits"], out[8]["logits"], rtol=1e-4, atol=1e-4)
