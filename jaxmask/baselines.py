@@ -21,10 +21,14 @@ import optax
 from jaxmask import lstm, objectives, search
 
 
+# search.margins jitted whole: its replacement (counterfactual) run is then compiled once per shape too.
+_margins = jax.jit(search.margins, static_argnames=("replacement", "sites", "chunk"))
+
+
 def _mean_flip_losses(params: lstm.Params, items: search.Items, gates_SxN, replacement: str,
                       mean_h: dict | None, sites: str) -> jax.Array:
   """Mean flip loss over the items under each of S gate vectors: float32[S]."""
-  return objectives.flip_loss(search.margins(params, items, gates_SxN, replacement, mean_h, sites)).mean(axis=1)
+  return objectives.flip_loss(_margins(params, items, gates_SxN, replacement, mean_h, sites)).mean(axis=1)
 
 
 def single_unit_effects(params: lstm.Params, items: search.Items, replacement: str = "counterfactual",
@@ -180,8 +184,8 @@ def sweep_at_k(params: lstm.Params, items: search.Items, result: search.SweepRes
   ``search.margins`` call.
   """
   candidates = [list(u) for u in result.units]
-  m_SxB = search.margins(params, items, search.units_to_gates(candidates, lstm.num_units(params, sites)),
-                         replacement, mean_h, sites)
+  m_SxB = _margins(params, items, search.units_to_gates(candidates, lstm.num_units(params, sites)),
+                   replacement, mean_h, sites)
   flip_rate = np.asarray((m_SxB < 0).mean(axis=1))
   loss = np.asarray(objectives.flip_loss(m_SxB).mean(axis=1))
   order = sorted(range(len(candidates)), key=lambda s: (-flip_rate[s], loss[s], len(candidates[s])))
@@ -223,8 +227,8 @@ def compare(params: lstm.Params, search_items: search.Items, heldout_items: sear
   groups += [("random", k, np.asarray(random_sets(kk, n, k, draws)).tolist()) for kk, k in zip(keys, ks)]
 
   flat = [units for _, _, group in groups for units in group]
-  flips_S = np.asarray((search.margins(params, heldout_items, search.units_to_gates(flat, n),
-                                       replacement, mean_h, sites) < 0).mean(axis=1))
+  flips_S = np.asarray((_margins(params, heldout_items, search.units_to_gates(flat, n),
+                                 replacement, mean_h, sites) < 0).mean(axis=1))
   out = {name: [] for name, _, _ in groups}
   start = 0
   for name, k, group in groups:

@@ -26,11 +26,6 @@ import numpy as np
 from jaxmask import checkpoints
 from jaxmask import lstm
 
-_TORCH_CHECKPOINT = flags.DEFINE_string("torch_checkpoint", None,
-                                        "A PyTorch LSTM LM saved with torch.save: a state dict or the whole model.")
-_VOCAB = flags.DEFINE_string("vocab", None, "The model's vocabulary: one word per line, index = line number.")
-_OUTPUT = flags.DEFINE_string("output", None, "The jaxmask checkpoint directory to write.")
-
 # rows of rnn.weight_hh_l0 per hidden unit -> the recurrent cell that has that many gates
 _CELL_OF_GATES = {4: "LSTM", 3: "GRU", 1: "simple (tanh or ReLU) RNN"}
 
@@ -76,8 +71,8 @@ def params_from_state_dict(state: Mapping[str, np.ndarray]) -> lstm.Params:
   vocab_size, embed_size = np.shape(state["encoder.weight"])
   embedding = take("encoder.weight", (vocab_size, embed_size))
   layers = []
-  while f"rnn.weight_ih_l{len(layers)}" in state:
-    k, in_size = len(layers), embed_size if layers == [] else hidden
+  while f"rnn.weight_hh_l{len(layers)}" in state:
+    k, in_size = len(layers), hidden if layers else embed_size
     layers.append({"w_ih": take(f"rnn.weight_ih_l{k}", (4 * hidden, in_size)),
                    "w_hh": take(f"rnn.weight_hh_l{k}", (4 * hidden, hidden)),
                    "b_ih": take(f"rnn.bias_ih_l{k}", (4 * hidden,)),
@@ -129,7 +124,8 @@ class _Inert:
 class _RestrictedUnpickler(pickle.Unpickler):
   """Resolves only the names torch's weights-only loader allows; every other name becomes an ``_Inert`` class.
 
-  No module is imported and no function from the file is looked up, so loading cannot run the file's code.
+  Nothing outside that allowlist (tensor rebuilders, storages, dtypes, OrderedDict, ...) is imported, so
+  loading cannot run the file's code.
   """
 
   def find_class(self, module: str, name: str) -> Any:
@@ -206,7 +202,7 @@ def load_torch_state(path: str) -> tuple[dict[str, np.ndarray], str]:
     raise ConvertError(f"{path} holds a {type(obj).__name__}, not a language model or its state dict.")
   arrays = {}
   for key, value in obj.items():
-    if not isinstance(value, torch.Tensor):
+    if not isinstance(key, str) or not isinstance(value, torch.Tensor):
       raise ConvertError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; expected an RNNModel "
                          f"or its state dict.")
     arrays[key] = value.detach().to(torch.float32).numpy()
@@ -233,18 +229,30 @@ def convert(torch_checkpoint: str, vocab_path: str, output_dir: str) -> dict[str
   return {**config, **metadata, "output": os.path.abspath(output_dir)}
 
 
+def _define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defined only when run as a program, so importing never adds flags."""
+  flags.DEFINE_string("torch_checkpoint", None, "A PyTorch LSTM LM saved by torch.save: a state dict or the whole "
+                      "model.", flag_values=flag_values, required=True)
+  flags.DEFINE_string("vocab", None, "The model's vocabulary: one word per line, index = line number.",
+                      flag_values=flag_values, required=True)
+  flags.DEFINE_string("output", None, "The jaxmask checkpoint directory to write.", flag_values=flag_values,
+                      required=True)
+
+
 def main(argv: list[str]) -> None:
+  """Thin absl entry point: convert(), then one line saying what was written, or one sentence saying why not."""
+  FLAGS = flags.FLAGS
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    sys.exit(f"convert: unexpected arguments {' '.join(argv[1:])}; flags are written --name=value.")
   try:
-    s = convert(_TORCH_CHECKPOINT.value, _VOCAB.value, _OUTPUT.value)
+    s = convert(FLAGS.torch_checkpoint, FLAGS.vocab, FLAGS.output)
   except (ConvertError, checkpoints.CheckpointError) as e:
-    sys.exit(f"error: {e}")
-  print(f"wrote {s['output']}: {s['num_layers']}-layer LSTM, hidden {s['hidden_size']}, embedding "
+    sys.exit(f"convert: {e}")
+  print(f"convert: wrote {s['output']}: {s['num_layers']}-layer LSTM, hidden {s['hidden_size']}, embedding "
         f"{s['embed_size']}, vocabulary {s['vocab_size']}, {'tied' if s['tied_embeddings'] else 'untied'} "
         f"embeddings (from a {s['source_format']}).")
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["torch_checkpoint", "vocab", "output"])
+  _define_flags()
   app.run(main)

@@ -143,6 +143,8 @@ def load_marvin_linzen(path: str | None = None, tasks: list[str] | None = None) 
       raise DataError(f"{path}, line 1: expected the header task, condition, grammatical, ungrammatical; "
                       "pass a Marvin & Linzen TSV.")
     for n, row in enumerate(reader, start=2):
+      if len(row) < 4:
+        raise DataError(f"{path}, line {n}: expected at least 4 tab-separated fields, found {len(row)}.")
       if tasks is not None and row[0] not in tasks:
         continue
       good, bad = row[2].split(), row[3].split()

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app
+from absl import logging
 from absl import flags
 
 from jaxmask import checkpoints
@@ -149,21 +150,45 @@ def flip_rates(params: lstm.Params, items: search.Items, units: np.ndarray, inte
 
 def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], units: np.ndarray | None = None,
                    intervention: str = "counterfactual", pct_female: dict[str, float] | None = None,
-                   initial_state: tuple[jax.Array, jax.Array] | None = None) -> dict[str, Any]:
+                   contexts: Sequence[Sequence[int]] | None = None) -> dict[str, Any]:
   """The evaluate command's JSON for ``pairs`` (``data.Pair``): accuracy and, with ``units``, flip rates.
 
-  Returns ``{"accuracy", "by_condition", "items", "skipped_oov", "unk_tokens"}`` plus ``"gender"`` when items
-  have he/she as target/foil and ``pct_female`` is given, and ``"flip_rate"``, ``"flip_rate_by_condition"``,
-  ``"units"``, ``"intervention"`` when ``units`` is given.
+  Args:
+    params, vocab: the model and its words.
+    pairs: the minimal pairs; those whose target or foil is out of vocabulary are skipped and counted.
+    units: flat h unit ids to intervene on (adds the flip rates), or None.
+    intervention: "counterfactual", "zero" or "mean" (see ``flip_rates``).
+    pct_female: occupation -> % female; adds ``"gender"`` (see ``gender_bias``) when items are he/she pairs.
+    contexts: token ids of running text to read before every item (one accuracy over all context x item
+      combinations); None reads each item from the initial state. Gender and flip rates always use the
+      initial state.
+
+  Returns:
+    ``{"accuracy", "by_condition", "items", "skipped_oov", "unk_tokens"}``; plus ``"by_task"`` and
+    ``"skipped_oov_by_task"`` when conditions are ``task/cell`` (Marvin & Linzen); ``"gender"``; and
+    ``"flip_rate"``, ``"flip_rate_by_condition"``, ``"units"``, ``"intervention"`` with ``units``.
   """
   from jaxmask import data
-  items, kept, stats = data.encode(list(pairs), vocab, prepend_eos=True)
+  pairs = list(pairs)
+  items, kept, stats = data.encode(pairs, vocab, prepend_eos=True)
   kept_pairs = [pairs[i] for i in kept]
   conditions = [p.condition or "all" for p in kept_pairs]
-  m = margins(params, items, initial_state)
-  accuracy, by_condition = accuracy_by_condition(m > 0, conditions)
+  m = margins(params, items)
+  if contexts:
+    states = [context_state(params, ids) for ids in contexts]
+    correct = np.concatenate([margins(params, items, state) > 0 for state in states])
+    accuracy, by_condition = accuracy_by_condition(correct, conditions * len(states))
+  else:
+    accuracy, by_condition = accuracy_by_condition(m > 0, conditions)
   result: dict[str, Any] = {"accuracy": accuracy, "by_condition": by_condition, "items": len(kept_pairs),
                             "skipped_oov": int(stats["skipped_oov"]), "unk_tokens": int(stats["unk_tokens"])}
+  if any("/" in c for c in conditions):
+    tasks = [c.split("/")[0] for c in conditions]
+    result["by_task"] = accuracy_by_condition(correct if contexts else m > 0,
+                                              tasks * (len(contexts) if contexts else 1))[1]
+    kept_set = set(kept)
+    skipped = [(p.condition or "all").split("/")[0] for i, p in enumerate(pairs) if i not in kept_set]
+    result["skipped_oov_by_task"] = {t: skipped.count(t) for t in sorted(set(tasks) | set(skipped))}
   if pct_female is not None:
     gender = gender_bias(m, kept_pairs, pct_female)
     if gender is not None:
@@ -176,6 +201,24 @@ def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], 
     result.update(flip_rate=rate, flip_rate_by_condition=rate_by_condition, units=[int(u) for u in units],
                   intervention=intervention)
   return result
+
+
+def running_text(vocab: list[str], num_contexts: int, sentences_per_context: int, seed: int = 0) -> list[list[int]]:
+  """Token ids of held-out generated text ("control" split): ``<eos> s1 <eos> s2 ...``, ready to precede an item.
+
+  Each context ends with its last sentence's final word; the item's own ``<eos>`` follows, as in training rows.
+  """
+  from jaxmask import grammar
+  index = {w: i for i, w in enumerate(vocab)}
+  eos, unk = index["<eos>"], index.get("<unk>", 0)
+  text = grammar.corpus(num_contexts * sentences_per_context, seed, split="control")
+  contexts = []
+  for k in range(num_contexts):
+    ids = []
+    for sentence in text[k * sentences_per_context:(k + 1) * sentences_per_context]:
+      ids += [eos] + [index.get(w, unk) for w in sentence.split()]
+    contexts.append(ids)
+  return contexts
 
 
 def load_items(spec: str, fmt: str, n_per_cell: int = 200, seed: int = 0) -> list[Any]:
@@ -201,22 +244,28 @@ def load_items(spec: str, fmt: str, n_per_cell: int = 200, seed: int = 0) -> lis
   return list(loaders[fmt](spec))
 
 
-def _define_flags() -> None:
-  flags.DEFINE_string("checkpoint", "workdir_lm", "Checkpoint directory (train_lm's --workdir or convert's output).")
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The command's flags (defined only when run as a program or by a test, so importing adds none)."""
+  fv = {"flag_values": flag_values}
+  flags.DEFINE_string("checkpoint", "workdir_lm", "Checkpoint directory (train_lm's --workdir or convert's output).",
+                      **fv)
   flags.DEFINE_string("items", None, "Minimal pairs: a file, or builtin:agreement|agreement_search|gender|"
-                      "marvin_linzen.")
-  flags.DEFINE_enum("format", "tsv", ["tsv", "marvin_linzen", "blimp"], "Format of the --items file.")
-  flags.DEFINE_string("output", None, "Where to write the JSON (printed when absent).")
-  flags.DEFINE_string("units", None, "Comma-separated flat 0-based h unit ids to intervene on.")
-  flags.DEFINE_enum("intervention", "counterfactual", list(INTERVENTIONS), "Replacement of the units' states.")
-  flags.DEFINE_integer("n_per_cell", 200, "Items per cell of builtin:agreement.")
-  flags.DEFINE_integer("seed", 0, "Seed of the built-in generated sets.")
+                      "marvin_linzen.", **fv)
+  flags.DEFINE_enum("format", "tsv", ["tsv", "marvin_linzen", "blimp"], "Format of the --items file.", **fv)
+  flags.DEFINE_string("output", None, "Where to write the JSON (printed when absent).", **fv)
+  flags.DEFINE_string("units", None, "Comma-separated flat 0-based h unit ids to intervene on.", **fv)
+  flags.DEFINE_enum("intervention", "counterfactual", list(INTERVENTIONS), "Replacement of the units' states.",
+                    **fv)
+  flags.DEFINE_integer("n_per_cell", 200, "Items per cell of builtin:agreement.", **fv)
+  flags.DEFINE_integer("seed", 0, "Seed of the built-in generated sets and of the running-text contexts.", **fv)
+  flags.DEFINE_integer("context_sentences", 0, "Read every item after this many sentences of held-out generated "
+                       "text (5 different contexts) instead of from the initial state; 0 = initial state.", **fv)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pylint: disable=invalid-name
   """Thin absl entry point: read checkpoint and items, evaluate_pairs(), write the JSON."""
   from jaxmask import data
-  FLAGS = flags.FLAGS
+  logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
   try:
     if len(argv) > 1:
       raise ValueError(f"unexpected arguments {' '.join(argv[1:])}; flags are written --name=value.")
@@ -229,7 +278,10 @@ def main(argv: list[str]) -> None:
     if any({p.target.lower(), p.foil.lower()} == {"he", "she"} for p in pairs):
       from jaxmask import grammar
       pct_female = grammar.occupation_pct_female()
-    result = evaluate_pairs(params, vocab, pairs, units, FLAGS.intervention, pct_female)
+    contexts = None
+    if FLAGS.context_sentences > 0:
+      contexts = running_text(vocab, 5, FLAGS.context_sentences, FLAGS.seed)
+    result = evaluate_pairs(params, vocab, pairs, units, FLAGS.intervention, pct_female, contexts)
     text = json.dumps(result, indent=2)
     if FLAGS.output:
       os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
@@ -242,5 +294,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  _define_flags()
+  define_flags()
   app.run(main)

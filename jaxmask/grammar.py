@@ -6,17 +6,25 @@ Everything is deterministic given a seed (Python's ``random.Random`` seeded with
 
 Training text (:func:`corpus`) mixes, in fixed proportions (``_TRAIN_WEIGHTS``), simple clauses,
 subjects followed by adverbs, coordinated adverbs, prepositional phrases with one or two attractor
-nouns or a name, subject, object and nested (depth 2) relative clauses, sentential complements,
-verb-phrase coordination, names and pronouns as subjects, past-tense clauses, and gendered
-coreference: an occupation (or gendered noun, or name) as antecedent of he/she/his/her/him, the
-pronoun's gender drawn with probability :func:`occupation_pct_female` / 100.
+nouns or a name, subject, object and nested (depth 2: a subject relative inside an object relative)
+relative clauses, sentential complements, verb-phrase coordination, names and pronouns as subjects,
+past-tense clauses, negated auxiliaries, and gendered coreference: an occupation (or gendered noun,
+or name) as antecedent of he/she/his/her/him/himself/herself, the pronoun's gender drawn with
+probability :func:`occupation_pct_female` / 100. Simple clauses are the most frequent construction,
+but attractor constructions are more frequent than in natural text (about a third of sentences), so
+that a 2x128 LSTM trained for minutes learns agreement across them; every noun's number is drawn
+independently, so attractors match and mismatch the subject equally often. Sentences average about
+9 words plus the final ".". Determiners are "the" 70% of the time; the others ("a", "these", "many",
+"two", "my", ...) also carry number, evaluation items use "the" only so that the noun alone does.
 
 Held-out combinations (what the evaluation sets never share with training):
 - agreement: the pair (lemma of the noun the target verb agrees with, lemma of the target verb), e.g.
   (farmer, like). A fixed hash of the pair reserves 3% of all pairs for the "search" split and 3% for
-  "heldout"; a training sentence is rejected if any noun in it is followed, anywhere later in it, by a
-  verb form (3rd singular or base form, or is/are/was/were) whose pair is reserved. So the model never
-  sees the subject noun of an evaluation item before its verb, in any number or construction.
+  "heldout"; a training (or control) sentence is rejected and redrawn if any noun form in it is
+  followed, anywhere later in it, by an agreeing verb form (3rd singular or base form, is/are/was/were,
+  a negated auxiliary) whose pair is reserved. So the model never sees the subject noun of an
+  evaluation item before its verb, in any number or construction. Other words of an item (attractors,
+  adverbs, relative-clause verbs) are drawn freely.
 - gender: training never contains any of Vig et al.'s 17 template frames ("said that", "ate because",
   "went home because", ...), with any subject; the template words themselves occur in other frames.
   Gendered coreference is taught with other frames that also put the pronoun right after a clause
@@ -41,7 +49,9 @@ _LETTER = "SP"
 _DET_SG = ("a", "this", "every")
 _DET_PL = ("these", "some", "many")
 _DET_ANY = ("my", "your", "our", "their")
-_PRONOUN = {"f": ("she", "her", "her"), "m": ("he", "his", "him")}  # nominative, possessive, accusative
+_PRONOUN = {"f": ("she", "her", "her", "herself"), "m": ("he", "his", "him", "himself")}  # nom, poss, acc, refl
+_NEGATED = {"do": ("doesn't", "don't"), "be": ("isn't", "aren't"), "have": ("hasn't", "haven't"),
+            "be_past": ("wasn't", "weren't")}
 _PRONOUN_SUBJECTS = (("he", S), ("she", S), ("it", S), ("they", P))
 _TIME = (("every", "day"), ("every", "week"), ("at", "night"), ("today",), ("again",),
          ("in", "the", "morning"), ("tonight",))
@@ -50,7 +60,7 @@ _GERUND_VERBS = ("enjoy", "like", "love", "hate")
 _GERUNDS = ("playing", "reading", "watching", "visiting", "cooking", "studying")
 _PASSIVE = ("fire", "promote", "hire", "praise", "blame", "invite", "ignore", "help")
 _FUNCTION_WORDS = ("the", "an", "that", "who", "and", "because", "to", "is", "are", "was", "were",
-                   "home", "up", "late", "years")
+                   "home", "up", "late")
 
 _TRAIN_WEIGHTS = {  # construction -> relative frequency in the training text
     "simple": 20, "adv": 5, "2adv": 3, "coadv": 3, "namePP": 3, "nounPP": 12, "nounPPAdv": 3,
@@ -108,13 +118,25 @@ class Lexicon:
 
   @functools.cached_property
   def verb_lemma(self) -> dict[str, str]:
-    """Every agreeing verb form (3rd singular, base; is/are/was/were) -> its base form ("be" for be)."""
+    """Every agreeing verb form (3rd singular, base; is/are/was/were; negated auxiliaries) -> its lemma."""
     lemma = {form: v.base for v in self.verbs for form in (v.third, v.base)}
     lemma.update(dict.fromkeys(("is", "are", "was", "were"), "be"))
+    lemma.update({form: key.removesuffix("_past") for key, forms in _NEGATED.items() for form in forms})
     return lemma
 
-  def by_frame(self, frame: str) -> tuple[Verb, ...]:
-    return tuple(v for v in self.verbs if frame in v.frames)
+  @functools.cached_property
+  def by_frame(self) -> dict[str, tuple[Verb, ...]]:
+    """Frame ("intrans", "trans", "comp") -> the verbs that take it."""
+    return {f: tuple(v for v in self.verbs if f in v.frames) for f in ("intrans", "trans", "comp")}
+
+  @functools.cached_property
+  def regular_trans(self) -> tuple[Verb, ...]:
+    """Transitive verbs whose past form is also their participle ("visited")."""
+    return tuple(v for v in self.by_frame["trans"] if v.past.endswith("ed"))
+
+  @functools.cached_property
+  def by_base(self) -> dict[str, Verb]:
+    return {v.base: v for v in self.verbs}
 
 
 def _lines(name: str) -> list[list[str]]:
@@ -202,6 +224,7 @@ def vocabulary() -> list[str]:
   words.update(w for t in _TIME for w in t)
   words.update(w for forms in _PRONOUN.values() for w in forms)
   words.update(w for w, _ in _PRONOUN_SUBJECTS)
+  words.update(w for forms in _NEGATED.values() for w in forms)
   words.update(w for pair in lex.all_nouns for w in pair)
   words.update(w for v in lex.verbs for w in (v.third, v.base, v.past))
   words.update(lex.adjectives + lex.adverbs + lex.degree_adverbs + lex.mass_nouns + lex.numbers)
@@ -240,7 +263,8 @@ def noun_verb_pairs(words: list[str] | tuple[str, ...]) -> set[tuple[str, str]]:
 
 def contains_template_frame(words: list[str] | tuple[str, ...]) -> bool:
   """Whether a Vig et al. template tail ("said that", "ate because", ...) occurs in ``words``."""
-  return any(tuple(words[i:i + len(t)]) == t for t in _template_tails() for i in range(len(words)))
+  text = " " + " ".join(words) + " "
+  return any(f" {' '.join(tail)} " in text for tail in _template_tails())
 
 
 class _Generator:
@@ -280,7 +304,7 @@ class _Generator:
     return list(self.choice(self.lex.prepositions)) + self.np(number, the=the)
 
   def verb(self, frame: str) -> Verb:
-    return self.choice(self.lex.by_frame(frame))
+    return self.choice(self.lex.by_frame[frame])
 
   def vp(self, number: int) -> list[str]:
     """A verb phrase agreeing with ``number``, optionally followed by a time adverbial."""
@@ -303,32 +327,46 @@ class _Generator:
         words += [self.choice(self.lex.numbers), "years", "old"]
     elif r < 0.82:
       words = ["has" if number == S else "have"] + self.np(self.number())
-    elif r < 0.88:
+    elif r < 0.85:
       words = ["was" if number == S else "were", self.choice(self.lex.adjectives)]
+    elif r < 0.88:
+      words = self.negated_vp(number)
     elif r < 0.95:
-      verb = self.choice([v for v in self.lex.verbs if v.base in _INF_VERBS])
+      verb = self.lex.by_base[self.choice(_INF_VERBS)]
       words = [agree(verb), "to", self.verb("trans").base] + self.np(self.number())
     else:
-      verb = self.choice([v for v in self.lex.verbs if v.base in _GERUND_VERBS])
+      verb = self.lex.by_base[self.choice(_GERUND_VERBS)]
       obj = [self.choice(self.lex.mass_nouns)] if self.rng.random() < 0.5 else self.np(self.number())
       words = [agree(verb), self.choice(_GERUNDS)] + obj
     if self.rng.random() < 0.1:
       words += list(self.choice(_TIME))
     return words
 
+  def negated_vp(self, number: int) -> list[str]:
+    kind = self.choice(tuple(_NEGATED))
+    aux = _NEGATED[kind][number]
+    if kind == "do":
+      return [aux, self.verb("trans").base] + self.np(self.number())
+    if kind == "have":
+      verb = self.choice(self.lex.regular_trans)
+      return [aux, verb.past] + self.np(self.number())
+    return [aux, self.choice(self.lex.adjectives)]
+
   def prefix(self, condition: str, numbers: tuple[int, ...], subject: tuple[str, str] | None = None,
              the: bool = False) -> tuple[list[str], int]:
-    """The words before the verb that agrees with the controller, and the controller's position.
+    """The words before the verb that agrees with the controller, and the counterfactual's changes.
 
     ``numbers[0]`` is the controller's number, the others the attractors' in linear order (for
-    sentComp: the main-clause subject). ``subject`` fixes the controller noun (sg, pl) pair.
+    sentComp: the main-clause subject). ``subject`` fixes the controller noun (sg, pl) pair; then the
+    second value maps positions to the words of the counterfactual with the controller's number
+    flipped (the controller noun, and in subjRC the relative clause's verb, which agrees with it).
     """
     if subject is None:
       subj = self.np(numbers[0], self.lex.animate, the)
     else:
       noun = subject[numbers[0]]
       subj = ["the", noun] if the else self.det(numbers[0], noun) + [noun]
-    controller = len(subj) - 1
+    flips = {len(subj) - 1: subject[1 - numbers[0]]} if subject else {}
     adv = lambda: [self.choice(self.lex.adverbs)]
     def third_or_base(verb: Verb, number: int) -> str:
       return verb.third if number == S else verb.base
@@ -349,7 +387,9 @@ class _Generator:
     elif condition == "twoAttractors":
       rest = self.pp(numbers[1], the) + self.pp(numbers[2], the)
     elif condition == "subjRC":
-      rest = [self.choice(("that", "who")), third_or_base(self.verb("trans"), numbers[0])]
+      verb = self.verb("trans")
+      rest = [self.choice(("that", "who")), third_or_base(verb, numbers[0])]
+      flips[len(subj) + 1] = third_or_base(verb, 1 - numbers[0])
       rest += self.np(numbers[1], self.lex.animate, the)
     elif condition == "objRC":
       rest = ["that"] + self.np(numbers[1], self.lex.animate, the)
@@ -362,10 +402,10 @@ class _Generator:
     elif condition == "sentComp":
       main = self.np(numbers[1], self.lex.animate, the)
       main += [third_or_base(self.verb("comp"), numbers[1]), "that"]
-      return main + subj, len(main) + controller
+      return main + subj, {len(main) + i: w for i, w in flips.items()}
     else:
       raise ValueError(f"unknown condition {condition!r}; choose one of {sorted(CONDITIONS)}")
-    return subj + rest, controller
+    return subj + rest, flips
 
   def agreement_sentence(self, condition: str) -> list[str]:
     numbers = tuple(self.number() for _ in range(CONDITIONS[condition]))
@@ -398,7 +438,7 @@ class _Generator:
         return subject + ["stayed", "up", "late"]
       return subject + [verb.past] + (self.pp(self.number()) if self.rng.random() < 0.5 else [])
     if r < 0.85:
-      verb = self.choice([v for v in self.lex.verbs if v.base in _PASSIVE])
+      verb = self.lex.by_base[self.choice(_PASSIVE)]
       return subject + ["was" if number == S else "were", verb.past]
     return subject + ["was" if number == S else "were", self.choice(self.lex.adjectives)]
 
@@ -415,7 +455,7 @@ class _Generator:
     else:
       name, gender = self.choice(self.lex.names)
       antecedent = [name]
-    nom, poss, acc = _PRONOUN[gender]
+    nom, poss, acc, refl = _PRONOUN[gender]
     f = self.rng.random()
     if f < 0.2:
       frame = [self.verb("intrans").past, "because", nom]
@@ -429,8 +469,10 @@ class _Generator:
       frame = ["was", self.choice(self.lex.adjectives), "because", nom]
     elif f < 0.8:
       frame = [self.choice(("said", "whispered", "yelled")), "to"] + self.np(self.number()) + ["that", nom]
-    elif f < 0.9:
+    elif f < 0.85:
       return antecedent + [self.verb("trans").past, poss, self.choice(self.lex.all_nouns)[self.number()]]
+    elif f < 0.92:
+      return antecedent + [self.verb("trans").past, refl]
     else:
       return antecedent + ["asked"] + self.np(self.number(), self.lex.animate) + ["to", "help", acc]
     c = self.rng.random()
@@ -511,12 +553,12 @@ def agreement_items(n_per_cell: int, seed: int, split: str = "heldout",
         if len(seen) == n_per_cell:
           break
         noun, forms = gen.choice(pool)
-        words, i = gen.prefix(condition, cell, noun, the=True)
+        words, flips = gen.prefix(condition, cell, noun, the=True)
         target, foil = forms[cell[0]], forms[1 - cell[0]]
         if (tuple(words), target) in seen:
           continue
         seen.add((tuple(words), target))
-        flipped = words[:i] + [noun[1 - cell[0]]] + words[i + 1:]
+        flipped = [flips.get(i, w) for i, w in enumerate(words)]
         pairs.append(data.Pair(tuple(words), target, foil, tuple(flipped), name, f"grammar:{split}"))
   return pairs
 
@@ -547,3 +589,41 @@ def gender_items(split: str = "heldout") -> list[data.Pair]:
       target, foil = ("she", "he") if she else ("he", "she")
       pairs.append(data.Pair(prefix, target, foil, counterfactual, "gender", f"grammar:{split}"))
   return pairs
+
+
+def coverage() -> dict[str, float]:
+  """How much of the vendored evaluation sets the vocabulary covers (fractions in [0, 1]).
+
+  ``marvin_linzen_types``: word types of the Marvin & Linzen agreement pairs; ``winogender_occupations``;
+  for each one-prefix BLiMP paradigm, ``blimp/<UID>_types`` (word types, case-folded),
+  ``blimp/<UID>_scored`` (pairs whose target and foil are in the vocabulary, i.e. not skipped by
+  :func:`data.encode`) and ``blimp/<UID>_no_unk`` (pairs with every word in the vocabulary).
+  """
+  vocab = set(vocabulary())
+  def fraction(words) -> float:
+    words = set(words)
+    return sum(w.lower() in vocab for w in words) / len(words)
+  ml = data.load_marvin_linzen()
+  with open(data.vendored("winogender", "occupations-stats.tsv"), encoding="utf-8") as f:
+    occupations = [line.split("\t")[0] for line in f][1:]
+  result = {"marvin_linzen_types": fraction(w for p in ml for w in p.prefix + (p.target, p.foil)),
+            "winogender_occupations": fraction(occupations)}
+  for path in sorted(importlib.resources.files("jaxmask").joinpath("data", "blimp").iterdir()):
+    if not path.name.endswith(".jsonl.gz"):
+      continue
+    try:
+      pairs = data.load_blimp(str(path))
+    except data.DataError:  # a two-prefix paradigm: not expressible as (prefix, target, foil)
+      continue
+    words = [p.prefix + (p.target, p.foil) for p in pairs]
+    result[f"blimp/{pairs[0].condition}_types"] = fraction(w for ws in words for w in ws)
+    result[f"blimp/{pairs[0].condition}_scored"] = sum(
+        p.target.lower() in vocab and p.foil.lower() in vocab for p in pairs) / len(pairs)
+    result[f"blimp/{pairs[0].condition}_no_unk"] = sum(
+        all(w.lower() in vocab for w in ws) for ws in words) / len(words)
+  return result
+
+
+if __name__ == "__main__":
+  for name, value in coverage().items():
+    print(f"{name:60s} {value:6.1%}")

@@ -150,6 +150,33 @@ def _margins_chunked(params, items, gates_SxN, r_h, r_c, sites, chunk):
   return jax.lax.map(lambda z: margin(params, items, xproj0, z, r_h, r_c, sites), gates_SxN, batch_size=chunk)
 
 
+def control_kl(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.ndarray, mean_h: dict | None = None,
+               sites: str = "h", chunk: int = 8) -> jax.Array:
+  """KL(p_model || p_intervened) in nats per token on control text, for each of S gate vectors: float32[S].
+
+  Plain text has no counterfactual, so the units are replaced by their mean (``mean_h``, default: the
+  mean over the control text itself) at every step.
+  """
+  mean_h = mean_h if mean_h is not None else mean_states(params, control.tokens, control.length)
+  return _control_kl_chunked(params, control, jnp.asarray(gates_SxN, jnp.float32), mean_h, sites, chunk)
+
+
+@functools.partial(jax.jit, static_argnames=("sites", "chunk"))
+def _control_kl_chunked(params, control, gates_SxN, mean_h, sites, chunk):
+  shape = (len(params["layers"]), 1, 1, -1)
+  log_p = jax.nn.log_softmax(lstm.apply(params, control.tokens), axis=-1)
+  xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][control.tokens])
+  mask = _mask(control.length, control.tokens.shape[1])
+
+  def one(z_N):
+    iv = lstm.Intervention(gates_N=z_N, h_LxBxTxH=mean_h["h"].reshape(shape), c_LxBxTxH=mean_h["c"].reshape(shape),
+                           sites=sites)
+    h, _ = lstm.run_layers(params, xproj0, iv)
+    return objectives.kl_control(log_p, lstm.decode(params, h[-1]), mask)
+
+  return jax.lax.map(one, gates_SxN, batch_size=chunk)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The sweep.
 

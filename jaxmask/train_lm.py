@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 import tqdm
 from absl import app
 from absl import flags
+from absl import logging
 from flax.training import train_state
 
 from jaxmask import checkpoints
@@ -314,6 +315,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     sys.exit(f"train_lm: unexpected arguments {' '.join(argv[1:])}; flags are written --name=value.")
   FLAGS = flags.FLAGS
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; the progress bar says enough
   config = LMConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(LMConfig)})
   try:
     train(config, FLAGS.workdir, progress=FLAGS.progress)

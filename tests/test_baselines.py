@@ -11,16 +11,18 @@ import planted
 from jaxmask import baselines, lstm, objectives, search
 
 N = 8  # planted units
+margins = jax.jit(search.margins, static_argnames=("replacement", "sites", "chunk"))  # one compile per shape
 
 
 @pytest.fixture(scope="module")
 def random_lstm():
-  """A 2-layer LSTM with weights scaled up (so the margins are far from linear in z), gating h and c: N = 12."""
-  params = jax.tree.map(lambda a: 3.0 * a, lstm.init(jax.random.key(0), 11, 4, 3, 2))
-  prefix = jax.random.randint(jax.random.key(1), (6, 5), 0, 11)
-  items = search.Items(prefix=prefix, counterfactual=prefix.at[:, 1].set((prefix[:, 1] + 5) % 11),
-                       length=jnp.array([5, 4, 5, 3, 5, 2]), target=jnp.arange(6),
-                       foil=jnp.arange(6) + 5)
+  """A 2-layer random LSTM, scaled up so the margins are far from linear in z, gating h and c: N = 12."""
+  params = lstm.init(jax.random.key(0), 11, 4, 3, 2)
+  params = dict(params, embedding=20 * params["embedding"], layers=jax.tree.map(lambda a: 3 * a, params["layers"]),
+                decoder=jax.tree.map(lambda a: 8 * a, params["decoder"]))
+  items = search.Items(prefix=jax.random.randint(jax.random.key(1), (6, 5), 0, 11),
+                       counterfactual=jax.random.randint(jax.random.key(2), (6, 5), 0, 11),
+                       length=jnp.array([5, 4, 5, 3, 5, 2]), target=jnp.arange(6), foil=jnp.arange(6) + 5)
   return params, items
 
 
@@ -34,7 +36,7 @@ def sweep():
 
 
 def flip_rates(params, items, unit_sets):
-  return np.asarray((search.margins(params, items, search.units_to_gates(unit_sets, N)) < 0).mean(axis=1))
+  return np.asarray((margins(params, items, search.units_to_gates(unit_sets, N)) < 0).mean(axis=1))
 
 
 def test_single_unit_effects_ig_and_gradient_x_activation_rank_the_planted_units_first():
@@ -55,25 +57,25 @@ def test_single_unit_effects_equal_a_loop_over_units(random_lstm):
   vmapped = np.asarray(baselines.single_unit_effects(params, items, sites="hc"))
   looped = []
   for unit in range(n):
-    m = search.margins(params, items, search.units_to_gates([[], [unit]], n), sites="hc")
+    m = margins(params, items, search.units_to_gates([[], [unit]], n), sites="hc")
     loss = np.asarray(objectives.flip_loss(m).mean(axis=1))
     looped.append(loss[0] - loss[1])
-  assert np.abs(vmapped).max() > 1e-2  # not trivially zero
+  assert np.abs(vmapped).max() > 0.05  # not trivially zero
   np.testing.assert_allclose(vmapped, looped, atol=1e-5)
 
 
 def test_integrated_gradients_completeness(random_lstm):
   params, items = random_lstm
   n = lstm.num_units(params, "hc")
-  loss = np.asarray(objectives.flip_loss(search.margins(params, items, np.stack([np.zeros(n), np.ones(n)]),
+  loss = np.asarray(objectives.flip_loss(margins(params, items, np.stack([np.zeros(n), np.ones(n)]),
                                                         sites="hc")).mean(axis=1))
   attributions = np.asarray(baselines.integrated_gradients(params, items, steps=32, sites="hc"))
-  assert abs(loss[0] - loss[1]) > 0.1
+  assert abs(loss[0] - loss[1]) > 0.05
   np.testing.assert_allclose(attributions.sum(), loss[0] - loss[1], rtol=1e-3)
   # The planted circuit's three units share the whole intervention's loss reduction.
   params, items = planted.params(), planted.items()
   ig = np.asarray(baselines.integrated_gradients(params, items))
-  full = np.asarray(objectives.flip_loss(search.margins(params, items, np.stack([np.zeros(N), np.ones(N)])))
+  full = np.asarray(objectives.flip_loss(margins(params, items, np.stack([np.zeros(N), np.ones(N)])))
                     .mean(axis=1))
   np.testing.assert_allclose(ig[planted.PLANTED], (full[0] - full[1]) / 3, rtol=1e-3)
 
@@ -81,7 +83,7 @@ def test_integrated_gradients_completeness(random_lstm):
 def test_gradient_x_activation_is_the_first_order_effect_of_each_gate(random_lstm):
   params, items = random_lstm
   n, eps = lstm.num_units(params, "hc"), 1e-2
-  m = search.margins(params, items, np.concatenate([eps * np.eye(n), -eps * np.eye(n)]), sites="hc")
+  m = margins(params, items, np.concatenate([eps * np.eye(n), -eps * np.eye(n)]), sites="hc")
   loss = np.asarray(objectives.flip_loss(m).mean(axis=1))
   finite_difference = (loss[n:] - loss[:n]) / (2 * eps)  # -dL/dz_i
   np.testing.assert_allclose(baselines.gradient_x_activation(params, items, sites="hc"), finite_difference,

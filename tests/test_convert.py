@@ -4,7 +4,6 @@ import os
 import sys
 
 from absl import flags
-from absl.testing import flagsaver
 import jax
 import numpy as np
 import pytest
@@ -44,8 +43,8 @@ class RNNModel(nn.Module):
     return self.decoder(self.drop(output)), hidden
 
 
-def _model(layers, vocab, embed, hidden, tied, seed=0):
-  torch.manual_seed(seed)
+def _model(layers, vocab, embed, hidden, tied):
+  torch.manual_seed(0)
   model = RNNModel(vocab, embed, hidden, layers, tied).eval()
   with torch.no_grad():  # nonzero decoder bias, so that a dropped bias would show
     model.decoder.bias.uniform_(-0.5, 0.5)
@@ -100,7 +99,7 @@ def test_converted_model_matches_torch(tmp_path, case, whole_model):
   layers, vocab, embed, hidden, tied, legacy = case
   model = _model(layers, vocab, embed, hidden, tied)
   state = model.state_dict()
-  if tied:  # tied state dicts come with decoder.weight a copy of encoder.weight, or without it
+  if tied:  # the whole model holds decoder.weight (the embedding itself); test the state dict without it
     state.pop("decoder.weight")
   path = _save(model if whole_model else state, tmp_path / "model.pt", legacy)
 
@@ -161,6 +160,17 @@ def test_pickle_that_runs_code_is_refused(tmp_path, container, payload):
     assert marker.exists()
 
 
+def test_calls_inside_torch_are_recorded_not_run(tmp_path):
+  """Old torch pickled a call (``_get_thnn_function_backend()``) into every module: it loads, inert."""
+  marker = tmp_path / "written_by_load.pt"
+  model = _model(1, 5, 3, 3, False)
+  model.backend = _RunsCode(torch.save, ({}, str(marker)))
+  summary = convert.convert(_save(model, tmp_path / "model.pt"), _vocab(tmp_path / "vocab.txt", 5),
+                            str(tmp_path / "ckpt"))
+  assert summary["source_format"] == "whole model"
+  assert not marker.exists()
+
+
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 def test_truncated_file(tmp_path, legacy):
   path = _save(_model(1, 6, 4, 4, False), tmp_path / "model.pt", legacy)
@@ -197,18 +207,23 @@ def test_missing_torch_is_one_sentence(tmp_path, monkeypatch):
     convert.load_torch_state(str(tmp_path / "model.pt"))
 
 
-def test_main_prints_a_summary_or_exits_with_one_sentence(tmp_path, capsys):
+def _run_main(monkeypatch, *argv):
+  flag_values = flags.FlagValues()
+  convert._define_flags(flag_values)  # pylint: disable=protected-access
+  flag_values(["convert", *argv])
+  monkeypatch.setattr(flags, "FLAGS", flag_values)
+  convert.main(["convert"])
+
+
+def test_main_prints_a_summary_or_exits_with_one_sentence(tmp_path, monkeypatch, capsys):
   path = _save(_model(1, 13, 4, 4, False).state_dict(), tmp_path / "model.pt")
-  flags.FLAGS.mark_as_parsed()
-  with flagsaver.flagsaver(torch_checkpoint=path, vocab=_vocab(tmp_path / "vocab.txt", 13),
-                           output=str(tmp_path / "ckpt")):
-    convert.main(["convert"])
+  _run_main(monkeypatch, f"--torch_checkpoint={path}", f"--vocab={_vocab(tmp_path / 'vocab.txt', 13)}",
+            f"--output={tmp_path / 'ckpt'}")
   assert "1-layer LSTM, hidden 4, embedding 4, vocabulary 13, untied embeddings (from a state dict)" in (
       capsys.readouterr().out)
-  with flagsaver.flagsaver(torch_checkpoint=path, vocab=_vocab(tmp_path / "small.txt", 12),
-                           output=str(tmp_path / "ckpt2")):
-    with pytest.raises(SystemExit) as exit_info:  # sys.exit(str): printed to stderr, status 1, no traceback
-      convert.main(["convert"])
+  with pytest.raises(SystemExit) as exit_info:  # sys.exit(str): printed to stderr, status 1, no traceback
+    _run_main(monkeypatch, f"--torch_checkpoint={path}", f"--vocab={_vocab(tmp_path / 'small.txt', 12)}",
+              f"--output={tmp_path / 'ckpt2'}")
   message = exit_info.value.code
-  assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message
+  assert isinstance(message, str) and message.startswith("convert: ") and "\n" not in message
   assert "small.txt has 12 words but the model's embedding has 13 rows" in message

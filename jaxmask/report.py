@@ -1,0 +1,149 @@
+"""The main job's outputs: results.json, pareto.png (set size vs held-out flip rate), traces.png, summary.md."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+METHOD_STYLE = {"hard_concrete": ("Hard Concrete (sweep)", "C0", "o"), "reinforce": ("REINFORCE (sweep)", "C1", "s"),
+                "single_unit": ("single-unit effects", "C2", "^"), "integrated_gradients": ("Integrated Gradients", "C3", "v"),
+                "probe": ("diagnostic probe", "C4", "D"), "random": ("random (mean ± sd)", "C7", "x")}
+
+
+def write(workdir: str, results: dict[str, Any], traces: dict[str, Any]) -> None:
+  """Writes the four files into ``workdir``."""
+  with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=1)
+  pareto(results, os.path.join(workdir, "pareto.png"))
+  trace_plot(traces, results, os.path.join(workdir, "traces.png"))
+  with open(os.path.join(workdir, "summary.md"), "w", encoding="utf-8") as f:
+    f.write(summary(results))
+
+
+def pareto(results: dict[str, Any], path: str) -> None:
+  """Set size (log scale) vs held-out flip rate: every lambda of each sweep, and every baseline's top-k sets."""
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for method in ("hard_concrete", "reinforce"):
+    rows = sorted((r for r in results["sweep"] if r["method"] == method and r["units"]), key=lambda r: len(r["units"]))
+    if rows:
+      label, color, marker = METHOD_STYLE[method]
+      ax.plot([len(r["units"]) for r in rows], [r["heldout_flip_rate"] for r in rows], marker=marker, color=color,
+              label=label, linestyle="-" if method == "hard_concrete" else "--")
+  for method, rows in results.get("baselines", {}).items():
+    if method in ("hard_concrete", "reinforce"):
+      continue
+    label, color, marker = METHOD_STYLE[method]
+    ks = [r["k"] for r in rows]
+    ys = [r["heldout_flip_rate"] for r in rows]
+    if method == "random":
+      ax.errorbar(ks, ys, yerr=[r["heldout_flip_rate_sd"] for r in rows], color=color, marker=marker, label=label,
+                  linestyle=":", capsize=3)
+    else:
+      ax.plot(ks, ys, color=color, marker=marker, label=label + " top-k", linestyle=":")
+  sel = results["selected"]
+  ax.scatter([sel["size"]], [sel["heldout_flip_rate"]], s=180, facecolors="none", edgecolors="k", zorder=5,
+             label=f"selected ({sel['size']} units)")
+  ax.axhline(results["config"]["target_flip"], color="k", lw=0.8, ls="--")
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("units intervened (set size)")
+  ax.set_ylabel("held-out flip rate")
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_title(f"{results['config']['phenomenon']}: {results['model']['num_units']} units, "
+               f"{results['config']['replacement']} intervention")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def trace_plot(traces: dict[str, Any], results: dict[str, Any], path: str) -> None:
+  """One panel per selected unit: its mean activation at each word, for the two groups of items."""
+  units = traces["units"]
+  count = max(1, len(units))
+  cols = min(4, count)
+  rows = (count + cols - 1) // cols
+  fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+  words = traces["words"][:traces["positions"]]
+  for i, ax in enumerate(axes.flat):
+    if i >= len(units):
+      ax.axis("off")
+      continue
+    for (name, acts), color in zip(traces["groups"].items(), ("C0", "C3", "C2", "C1")):
+      ax.plot(range(traces["positions"]), acts[i], color=color, marker="o", ms=3, label=name)
+    ax.set_title(units[i], fontsize=9)
+    ax.set_xticks(range(len(words)))
+    ax.set_xticklabels(words, rotation=60, fontsize=7)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.grid(alpha=0.3)
+    if i == 0:
+      ax.legend(fontsize=7)
+  if not units:
+    axes.flat[0].text(0.5, 0.5, "no unit selected", ha="center", va="center")
+  fig.suptitle(f"Activation (h or c) of the selected units, mean over held-out items "
+               f"({results['config']['phenomenon']})", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _pct(x: float) -> str:
+  return f"{100 * x:.1f}%"
+
+
+def summary(results: dict[str, Any]) -> str:
+  """The table a person reads first."""
+  sel, model, cfg = results["selected"], results["model"], results["config"]
+  lines = [f"# jaxmask: {cfg['phenomenon']}", "",
+           f"Model: `{model['checkpoint']}` ({model['layers']} x {model['hidden']} LSTM, {model['num_units']} units). "
+           f"Clean held-out accuracy: {_pct(results['items']['heldout_clean_accuracy'])} "
+           f"on {results['items']['heldout']['items']} items "
+           f"({results['items']['heldout']['skipped_oov']} skipped as out of vocabulary). Flip rates are measured on "
+           f"the {results['items']['heldout']['known']} held-out items (and {results['items']['search']['known']} "
+           f"search items) that the clean model gets right on both the prefix and the counterfactual.", "",
+           "## Selected set", "",
+           f"The smallest set whose held-out flip rate reaches {cfg['target_flip']:.2f}"
+           + ("" if sel["reached_target"] else " (**no set reached it: the best set is shown**)") + ":", "",
+           "| | |", "|---|---|",
+           f"| method, lambda | {sel['method']}, {sel['lambda']:.4g} |",
+           f"| units | {sel['size']} of {model['num_units']} ({_pct(sel['fraction_of_units'])}): "
+           f"{', '.join(sel['units_readable'])} |",
+           f"| Lakretz-style 1-based ids | {', '.join(map(str, sel['units_lakretz']))} |",
+           f"| held-out flip rate | {_pct(sel['heldout_flip_rate'])} |",
+           f"| worst condition | {min(sel['heldout_flip_rate_by_condition'].items(), key=lambda kv: kv[1])[0]}: "
+           f"{_pct(min(sel['heldout_flip_rate_by_condition'].values()))} |",
+           f"| control KL (mean replacement, held-out text) | {sel['control_kl']:.4f} nats/token |",
+           f"| flip rate on {sel['other_phenomenon']} items | {_pct(sel['other_phenomenon_flip_rate'])} |", "",
+           "### Held-out flip rate by condition", "", "| condition | clean accuracy | flip rate |", "|---|---|---|"]
+  clean = results["items"]["heldout_clean_accuracy_by_condition"]
+  lines += [f"| {c} | {_pct(clean.get(c, float('nan')))} | {_pct(v)} |"
+            for c, v in sel["heldout_flip_rate_by_condition"].items()]
+  lines += ["", "## Sweep", "", "| method | lambda | size | E[L0] | train flip | held-out flip | control KL | "
+            "other phenomenon flip |", "|---|---|---|---|---|---|---|---|"]
+  lines += [f"| {r['method']} | {r['lambda']:.4g} | {len(r['units'])} | {r['expected_l0']:.1f} | "
+            f"{_pct(r['train_flip_rate'])} | {_pct(r['heldout_flip_rate'])} | {r['control_kl']:.4f} | "
+            f"{_pct(r['other_phenomenon_flip_rate'])} |" for r in results["sweep"]]
+  if "baselines" in results:
+    base = results["baselines"]
+    ks = [r["k"] for r in next(iter(base.values()))]
+    lines += ["", "## Methods at equal set size (held-out flip rate of each method's best set of at most k units)",
+              "", "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    for method, rows in base.items():
+      cells = [(_pct(r["heldout_flip_rate"]) + (f" ± {_pct(r['heldout_flip_rate_sd'])}" if method == "random" else ""))
+               for r in rows]
+      lines.append(f"| {METHOD_STYLE[method][0]} | " + " | ".join(cells) + " |")
+    if "overlap" in results:
+      names = results["overlap"]["methods"]
+      lines += ["", f"Jaccard overlap of the methods' sets at k = {sel['size']}:", "",
+                "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+      lines += [f"| {a} | " + " | ".join(f"{x:.2f}" for x in row) + " |"
+                for a, row in zip(names, results["overlap"]["jaccard"])]
+  timing = results["timing"]
+  lines += ["", "## Timing (seconds)", "", " | ".join(f"{k}: {v:.1f}" for k, v in timing.items()), ""]
+  return "\n".join(lines)
