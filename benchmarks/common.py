@@ -164,12 +164,16 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
   return {"n": n, "seconds": best, "gflops": 2.0 * n ** 3 / best / 1e9}
 
 
+TABLES: list[str] = []  # every table made in this process, for run.py's --tables file
+
+
 def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
-  """A Markdown table (printed by each part and pasted into RESULTS.md)."""
+  """A Markdown table (printed by each part and pasted into RESULTS.md); also kept in TABLES."""
   fmt = lambda v: (f"{v:.3g}" if abs(v) < 1e4 else f"{v:.4g}") if isinstance(v, float) else str(v)
   lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-  return "\n".join(lines) + "\n"
+  TABLES.append("\n".join(lines) + "\n")
+  return TABLES[-1]
 
 
 def agreement_setup(checkpoint: str | None, per_cell: int = 40, heldout_per_cell: int = 20) -> dict[str, Any]:
@@ -190,3 +194,21 @@ def agreement_setup(checkpoint: str | None, per_cell: int = 40, heldout_per_cell
   items, _, _ = data.encode(grammar.agreement_items(per_cell, 0, split="search"), vocab)
   heldout, _, _ = data.encode(grammar.agreement_items(heldout_per_cell, 1, split="heldout"), vocab)
   return {"params": params, "items": items, "heldout": heldout, "description": description, "trained": bool(checkpoint)}
+
+
+def lambdas(count: int) -> np.ndarray:
+  """``count`` sparsity coefficients spread like the main job's default sweep (3e-4 .. 0.1)."""
+  return np.geomspace(3e-4, 0.1, count).astype(np.float32) if count > 1 else np.asarray([3e-3], np.float32)
+
+
+_PROGRAMS: dict[tuple, SearchProgram] = {}
+
+
+def program(size: dict[str, int], num_lambdas: int, chunk: int, hidden_size: int | None = None,
+            batch: int | None = None) -> SearchProgram:
+  """The Hard Concrete search program at a size (random weights and items), compiled once per process."""
+  key = (tuple(sorted(size.items())), num_lambdas, chunk, hidden_size, batch)
+  if key not in _PROGRAMS:
+    params, items = sized(size, hidden_size, batch)
+    _PROGRAMS[key] = SearchProgram(params, items, lambdas(num_lambdas), search.SearchConfig(steps=chunk))
+  return _PROGRAMS[key]

@@ -23,7 +23,7 @@ try:
 except ImportError:  # torch is the optional extra
   torch = None
 
-LAMBDAS = np.geomspace(1e-3, 1e-1, 16).astype(np.float32)
+LAMBDAS = common.lambdas(16)
 
 
 class TorchLM:
@@ -131,9 +131,8 @@ def compare(size: dict[str, int], steps: int, lambdas_timed: int, with_compile: 
   scales to ``steps`` (both linear: every step and lambda costs the same).
   """
   params, items = common.sized(size)
-  config = search.SearchConfig(steps=jax_steps)
-  program = common.SearchProgram(params, items, LAMBDAS, config)
-  jax_seconds = program.seconds(repeats=2 if jax_steps < steps else 3) * steps / jax_steps
+  program = common.program(size, len(LAMBDAS), jax_steps)
+  jax_seconds = program.seconds(repeats=2) * steps / jax_steps
   out = {"size": size, "steps": steps, "lambdas": len(LAMBDAS), "jax_sweep_seconds": jax_seconds,
          "jax_compile_seconds": program.compile_seconds, "jax_steps_timed": jax_steps,
          "torch_lambdas_timed": lambdas_timed, "extrapolated": lambdas_timed < len(LAMBDAS) or jax_steps < steps}

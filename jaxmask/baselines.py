@@ -21,14 +21,10 @@ import optax
 from jaxmask import lstm, objectives, search
 
 
-# search.margins jitted whole: its replacement (counterfactual) run is then compiled once per shape too.
-_margins = jax.jit(search.margins, static_argnames=("replacement", "sites", "chunk"))
-
-
 def _mean_flip_losses(params: lstm.Params, items: search.Items, gates_SxN, replacement: str,
-                      mean_h: dict | None, sites: str) -> jax.Array:
-  """Mean flip loss over the items under each of S gate vectors: float32[S]."""
-  return objectives.flip_loss(_margins(params, items, gates_SxN, replacement, mean_h, sites)).mean(axis=1)
+                      mean_h: dict | None, sites: str, chunk: int = 32) -> jax.Array:
+  """Mean flip loss over the items under each of S gate vectors (``chunk`` at a time): float32[S]."""
+  return objectives.flip_loss(search.margins(params, items, gates_SxN, replacement, mean_h, sites, chunk)).mean(axis=1)
 
 
 def single_unit_effects(params: lstm.Params, items: search.Items, replacement: str = "counterfactual",
@@ -52,9 +48,11 @@ def _gate_gradients(params: lstm.Params, items: search.Items, gates_SxN: jax.Arr
                     mean_h: dict | None, sites: str) -> jax.Array:
   """The gradient of the mean flip loss with respect to the gates at each of S points: float32[S, N].
 
-  The S losses are independent, so the gradient of their sum is, row by row, each point's gradient.
+  The S losses are independent, so the gradient of their sum is, row by row, each point's gradient. All S
+  points run in one vmapped batch (memory grows with S; a single chunk also halves the compile time).
   """
-  return jax.grad(lambda z: _mean_flip_losses(params, items, z, replacement, mean_h, sites).sum())(gates_SxN)
+  loss = lambda z: _mean_flip_losses(params, items, z, replacement, mean_h, sites, chunk=z.shape[0]).sum()
+  return jax.grad(loss)(gates_SxN)
 
 
 def integrated_gradients(params: lstm.Params, items: search.Items, steps: int = 32,
@@ -67,7 +65,7 @@ def integrated_gradients(params: lstm.Params, items: search.Items, steps: int = 
          \approx -\sum_{s=0}^{S} w_s \frac{\partial \overline{\ell}}{\partial z_i}(\tfrac{s}{S} \mathbf 1)
 
   with trapezoid weights :math:`w = (\tfrac12, 1, \dots, 1, \tfrac12)/S`, S = ``steps``. The S + 1 gradients
-  come from one backward pass through one vmapped ``search.margins`` call. Completeness: since
+  come from one backward pass through one ``search.margins`` call, vmapped over the path. Completeness: since
   :math:`\frac{d}{d\alpha}\overline{\ell}(\alpha\mathbf 1) = \sum_i \partial_i \overline{\ell}`,
   :math:`\sum_i a_i = \overline{\ell}(0) - \overline{\ell}(\mathbf 1)` up to the quadrature error: the whole
   intervention's loss reduction, shared among the units. Larger = more important.
@@ -83,7 +81,7 @@ def integrated_gradients(params: lstm.Params, items: search.Items, steps: int = 
 
 def gradient_x_activation(params: lstm.Params, items: search.Items, replacement: str = "counterfactual",
                           sites: str = "h", mean_h: dict | None = None) -> jax.Array:
-  r"""The first-order loss reduction of intervening on each unit alone: :math:`-\partial\overline{\ell}/\partial z_i` at z = 0.
+  r"""Each unit's first-order loss reduction: :math:`-\partial\overline{\ell}/\partial z_i` at z = 0, float32[N].
 
   Gradient x (replacement - activation): since :math:`\tilde s_{i,t} = s_{i,t} + z_i (r_{i,t} - s_{i,t})`
   at every step t, the chain rule gives, at z = 0 (the clean run),
@@ -184,7 +182,7 @@ def sweep_at_k(params: lstm.Params, items: search.Items, result: search.SweepRes
   ``search.margins`` call.
   """
   candidates = [list(u) for u in result.units]
-  m_SxB = _margins(params, items, search.units_to_gates(candidates, lstm.num_units(params, sites)),
+  m_SxB = search.margins(params, items, search.units_to_gates(candidates, lstm.num_units(params, sites)),
                    replacement, mean_h, sites)
   flip_rate = np.asarray((m_SxB < 0).mean(axis=1))
   loss = np.asarray(objectives.flip_loss(m_SxB).mean(axis=1))
@@ -227,7 +225,7 @@ def compare(params: lstm.Params, search_items: search.Items, heldout_items: sear
   groups += [("random", k, np.asarray(random_sets(kk, n, k, draws)).tolist()) for kk, k in zip(keys, ks)]
 
   flat = [units for _, _, group in groups for units in group]
-  flips_S = np.asarray((_margins(params, heldout_items, search.units_to_gates(flat, n),
+  flips_S = np.asarray((search.margins(params, heldout_items, search.units_to_gates(flat, n),
                                  replacement, mean_h, sites) < 0).mean(axis=1))
   out = {name: [] for name, _, _ in groups}
   start = 0

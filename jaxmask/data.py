@@ -135,6 +135,7 @@ def load_marvin_linzen(path: str | None = None, tasks: list[str] | None = None) 
     tasks: keep only these tasks (e.g. ["simple_agrmt", "prep_anim"]); None keeps all.
   """
   path = path or vendored("marvin_linzen2018", "marvin_linzen2018_agreement.tsv.gz")
+  name = os.path.basename(path)
   pairs = []
   with _open_text(path) as f:
     reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -148,12 +149,10 @@ def load_marvin_linzen(path: str | None = None, tasks: list[str] | None = None) 
       if tasks is not None and row[0] not in tasks:
         continue
       good, bad = row[2].split(), row[3].split()
-      diff = [i for i, (g, b) in enumerate(zip(good, bad)) if g != b]
-      if len(good) != len(bad) or len(diff) != 1:
+      i = next((k for k, (g, b) in enumerate(zip(good, bad)) if g != b), len(good))
+      if len(good) != len(bad) or i == len(good) or good[i + 1:] != bad[i + 1:]:
         raise DataError(f"{path}, line {n}: the two sentences must differ in exactly one word.")
-      i = diff[0]
-      pairs.append(Pair(tuple(good[:i]), good[i], bad[i], None, f"{row[0]}/{row[1]}",
-                        f"{os.path.basename(path)}:{n}"))
+      pairs.append(Pair(tuple(good[:i]), good[i], bad[i], None, f"{row[0]}/{row[1]}", f"{name}:{n}"))
   return pairs
 
 

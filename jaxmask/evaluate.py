@@ -138,13 +138,8 @@ def flip_rates(params: lstm.Params, items: search.Items, units: np.ndarray, inte
   """
   if intervention not in INTERVENTIONS:
     raise ValueError(f"--intervention must be one of {', '.join(INTERVENTIONS)}, got {intervention!r}.")
-  gates_1xN = np.zeros((1, lstm.num_units(params, "h")), np.float32)
-  gates_1xN[0, units] = 1.0
-  mean_h = None
-  if intervention == "mean":
-    mean_h = search.mean_states(params, items.prefix, items.length)["h"]
-  margins_1xB = search.margins(params, items, jnp.asarray(gates_1xN), replacement=intervention, mean_h=mean_h,
-                               sites="h")
+  gates_1xN = search.units_to_gates([units.tolist()], lstm.num_units(params, "h"))
+  margins_1xB = search.margins(params, items, gates_1xN, replacement=intervention, sites="h")
   return accuracy_by_condition(np.asarray(margins_1xB)[0] < 0, conditions)
 
 

@@ -75,6 +75,7 @@ CONDITIONS = {
     "simple": 1, "adv": 1, "2adv": 1, "coadv": 1, "namePP": 1, "nounPP": 2, "nounPPAdv": 2,
     "twoAttractors": 3, "subjRC": 2, "objRC": 2, "nestedRC": 2, "sentComp": 2,
 }
+# The conditions of Lakretz et al. (2019); the others (twoAttractors, subjRC, objRC, nestedRC, sentComp) are harder.
 LAKRETZ_CONDITIONS = ("simple", "adv", "2adv", "coadv", "namePP", "nounPP", "nounPPAdv")
 
 
@@ -165,7 +166,6 @@ def lexicon() -> Lexicon:
   )
 
 
-@functools.cache
 def occupation_pct_female() -> dict[str, float]:
   """% female for every gendered antecedent the generator uses.
 
@@ -174,6 +174,11 @@ def occupation_pct_female() -> dict[str, float]:
   negative = female) to the BLS figure, fitted on the professions in both lists, clipped to [2, 98].
   Gendered nouns (man, woman, ...): 0 or 100.
   """
+  return dict(_pct_female())
+
+
+@functools.cache
+def _pct_female() -> dict[str, float]:
   with open(data.vendored("winogender", "occupations-stats.tsv"), encoding="utf-8") as f:
     rows = [line.rstrip("\n").split("\t") for line in f][1:]
   bls = {row[0]: float(row[2]) for row in rows}
@@ -196,7 +201,7 @@ def pct_female_of(pair: data.Pair) -> float | None:
     return None
   for word, other in zip(pair.prefix, pair.counterfactual):
     if word != other:
-      return occupation_pct_female().get(word.lower())
+      return _pct_female().get(word.lower())
   return None
 
 
@@ -213,7 +218,6 @@ def vig_templates() -> tuple[str, ...]:
     return tuple(line.strip() for line in f if line.strip())
 
 
-@functools.cache
 def vocabulary() -> list[str]:
   """Every word the generator can emit, plus "<eos>", "<unk>" and "."; the default LM's vocabulary.
 
@@ -267,13 +271,17 @@ def contains_template_frame(words: list[str] | tuple[str, ...]) -> bool:
   return any(f" {' '.join(tail)} " in text for tail in _template_tails())
 
 
+def _agree(verb: Verb, number: int) -> str:
+  return verb.third if number == S else verb.base
+
+
 class _Generator:
   """Builds phrases from one random stream; every method returns a list of words."""
 
   def __init__(self, rng: random.Random):
     self.rng = rng
     self.lex = lexicon()
-    self.pct = occupation_pct_female()
+    self.pct = _pct_female()
 
   def choice(self, seq):
     return seq[self.rng.randrange(len(seq))]
@@ -308,7 +316,7 @@ class _Generator:
 
   def vp(self, number: int) -> list[str]:
     """A verb phrase agreeing with ``number``, optionally followed by a time adverbial."""
-    agree = (lambda v: v.third) if number == S else (lambda v: v.base)
+    agree = lambda verb: _agree(verb, number)
     r = self.rng.random()
     if r < 0.35:
       words = [agree(self.verb("trans"))] + self.np(self.number())
@@ -353,7 +361,7 @@ class _Generator:
     return [aux, self.choice(self.lex.adjectives)]
 
   def prefix(self, condition: str, numbers: tuple[int, ...], subject: tuple[str, str] | None = None,
-             the: bool = False) -> tuple[list[str], int]:
+             the: bool = False) -> tuple[list[str], dict[int, str]]:
     """The words before the verb that agrees with the controller, and the counterfactual's changes.
 
     ``numbers[0]`` is the controller's number, the others the attractors' in linear order (for
@@ -368,8 +376,6 @@ class _Generator:
       subj = ["the", noun] if the else self.det(numbers[0], noun) + [noun]
     flips = {len(subj) - 1: subject[1 - numbers[0]]} if subject else {}
     adv = lambda: [self.choice(self.lex.adverbs)]
-    def third_or_base(verb: Verb, number: int) -> str:
-      return verb.third if number == S else verb.base
     if condition == "simple":
       rest = []
     elif condition == "adv":
@@ -388,20 +394,20 @@ class _Generator:
       rest = self.pp(numbers[1], the) + self.pp(numbers[2], the)
     elif condition == "subjRC":
       verb = self.verb("trans")
-      rest = [self.choice(("that", "who")), third_or_base(verb, numbers[0])]
-      flips[len(subj) + 1] = third_or_base(verb, 1 - numbers[0])
+      rest = [self.choice(("that", "who")), _agree(verb, numbers[0])]
+      flips[len(subj) + 1] = _agree(verb, 1 - numbers[0])
       rest += self.np(numbers[1], self.lex.animate, the)
     elif condition == "objRC":
       rest = ["that"] + self.np(numbers[1], self.lex.animate, the)
-      rest.append(third_or_base(self.verb("trans"), numbers[1]))
+      rest.append(_agree(self.verb("trans"), numbers[1]))
     elif condition == "nestedRC":
       rest = ["that"] + self.np(numbers[1], self.lex.animate, the) + ["who"]
-      rest.append(third_or_base(self.verb("trans"), numbers[1]))
+      rest.append(_agree(self.verb("trans"), numbers[1]))
       rest += self.np(self.number(), self.lex.animate, the)
-      rest.append(third_or_base(self.verb("trans"), numbers[1]))
+      rest.append(_agree(self.verb("trans"), numbers[1]))
     elif condition == "sentComp":
       main = self.np(numbers[1], self.lex.animate, the)
-      main += [third_or_base(self.verb("comp"), numbers[1]), "that"]
+      main += [_agree(self.verb("comp"), numbers[1]), "that"]
       return main + subj, {len(main) + i: w for i, w in flips.items()}
     else:
       raise ValueError(f"unknown condition {condition!r}; choose one of {sorted(CONDITIONS)}")
@@ -576,7 +582,7 @@ def gender_items(split: str = "heldout") -> list[data.Pair]:
     raise ValueError(f"split must be 'search' or 'heldout', got {split!r}")
   with open(data.vendored("winogender", "occupations-stats.tsv"), encoding="utf-8") as f:
     occupations = [line.split("\t")[0] for line in f][1:]
-  pct = occupation_pct_female()
+  pct = _pct_female()
   ranked = sorted(occupations, key=lambda w: (pct[w], w))
   chosen = ranked[split == "heldout"::2]
   pairs = []

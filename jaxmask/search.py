@@ -128,6 +128,7 @@ def units_to_gates(unit_sets: list[list[int]], num_units: int) -> np.ndarray:
   return out
 
 
+@functools.partial(jax.jit, static_argnames=("replacement", "sites", "chunk"))
 def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray | None = None,
             replacement: str = "counterfactual", mean_h: dict | None = None, sites: str = "h",
             chunk: int = 32) -> jax.Array:
@@ -140,16 +141,13 @@ def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray
   if gates_SxN is None:
     gates_SxN = jnp.zeros((1, lstm.num_units(params, sites)))
   r = _replacement(params, items, replacement, mean_h)
-  return _margins_chunked(params, items, jnp.asarray(gates_SxN, jnp.float32), r["h"],
-                          r["c"] if "c" in sites else None, sites, chunk)
+  r_c = r["c"] if "c" in sites else None
+  xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.prefix])
+  return jax.lax.map(lambda z: margin(params, items, xproj0, z, r["h"], r_c, sites),
+                     jnp.asarray(gates_SxN, jnp.float32), batch_size=chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("sites", "chunk"))
-def _margins_chunked(params, items, gates_SxN, r_h, r_c, sites, chunk):
-  xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.prefix])
-  return jax.lax.map(lambda z: margin(params, items, xproj0, z, r_h, r_c, sites), gates_SxN, batch_size=chunk)
-
-
 def control_kl(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.ndarray, mean_h: dict | None = None,
                sites: str = "h", chunk: int = 8) -> jax.Array:
   """KL(p_model || p_intervened) in nats per token on control text, for each of S gate vectors: float32[S].
@@ -158,11 +156,6 @@ def control_kl(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.
   mean over the control text itself) at every step.
   """
   mean_h = mean_h if mean_h is not None else mean_states(params, control.tokens, control.length)
-  return _control_kl_chunked(params, control, jnp.asarray(gates_SxN, jnp.float32), mean_h, sites, chunk)
-
-
-@functools.partial(jax.jit, static_argnames=("sites", "chunk"))
-def _control_kl_chunked(params, control, gates_SxN, mean_h, sites, chunk):
   shape = (len(params["layers"]), 1, 1, -1)
   log_p = jax.nn.log_softmax(lstm.apply(params, control.tokens), axis=-1)
   xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][control.tokens])
@@ -174,7 +167,7 @@ def _control_kl_chunked(params, control, gates_SxN, mean_h, sites, chunk):
     h, _ = lstm.run_layers(params, xproj0, iv)
     return objectives.kl_control(log_p, lstm.decode(params, h[-1]), mask)
 
-  return jax.lax.map(one, gates_SxN, batch_size=chunk)
+  return jax.lax.map(one, jnp.asarray(gates_SxN, jnp.float32), batch_size=chunk)
 
 
 # ----------------------------------------------------------------------------------------------------------

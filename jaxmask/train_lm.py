@@ -186,21 +186,27 @@ class _Batches:
     return self.rows[self._perm[i * self.batch_size:(i + 1) * self.batch_size]]
 
 
-def _check_workdir_config(workdir: str, config: LMConfig) -> None:
-  """Records the config in a new workdir; refuses a workdir that was started with another config."""
-  path = os.path.join(workdir, "train_state", "lm_config.json")
+def _check_workdir(workdir: str, config: LMConfig, vocab: list[str]) -> None:
+  """Records config and vocabulary in a new workdir; refuses one that was started with others."""
+  state_dir = os.path.join(workdir, "train_state")
+  config_path, vocab_path = os.path.join(state_dir, "lm_config.json"), os.path.join(state_dir, "vocab.txt")
   wanted = dataclasses.asdict(config)
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
+  if os.path.exists(config_path):
+    with open(config_path, encoding="utf-8") as f:
       stored = json.load(f)
     if stored != wanted:
       diff = ", ".join(f"{k}={stored.get(k)!r} there vs {v!r} now" for k, v in wanted.items() if stored.get(k) != v)
       raise TrainingError(f"workdir {workdir} holds a run with a different config ({diff}); use a new --workdir "
                           f"or the same settings to resume.")
+    if os.path.exists(vocab_path) and checkpoints.read_vocab(vocab_path) != vocab:
+      raise TrainingError(f"workdir {workdir} holds a run with another vocabulary ({vocab_path}); the generator "
+                          f"changed since it started, so train into a new --workdir.")
     return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
+  os.makedirs(state_dir, exist_ok=True)
+  with open(config_path, "w", encoding="utf-8") as f:
     json.dump(wanted, f, indent=2)
+  with open(vocab_path, "w", encoding="utf-8") as f:
+    f.write("\n".join(vocab) + "\n")
 
 
 def build_corpus(config: LMConfig) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -221,7 +227,8 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
   Args:
     config: an LMConfig, or a dict of some of its fields (the rest take the default LM's values).
     workdir: the checkpoint directory to write (``checkpoints.load(workdir)`` reads it); the resumable
-      train state lives in ``workdir/train_state``. A workdir started with another config is refused.
+      train state lives in ``workdir/train_state``. A workdir started with another config or vocabulary
+      is refused.
     progress: show a tqdm bar with loss, tokens/s and validation perplexity.
     corpus: (vocabulary, training rows, validation rows) as ``build_corpus`` returns; built from the
       generator when None.
@@ -233,9 +240,9 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
   if isinstance(config, dict):
     config = config_from_dict(config)
   workdir = os.path.abspath(workdir)
-  _check_workdir_config(workdir, config)
   started = time.time()
   vocab, train_rows, valid_rows = corpus if corpus is not None else build_corpus(config)
+  _check_workdir(workdir, config, vocab)
   eos = vocab.index("<eos>")
   batches = _Batches(train_rows, config.batch_size, config.seed)
   corpus_seconds = time.time() - started
@@ -280,7 +287,7 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
       bar.update(1)
       if done % 10 == 0 or done == config.steps:
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / max(time.time() - timed_since, 1e-9):,.0f}",
-                        val_ppl=f"{valid_ppl:.2f}")
+                        val_ppl="-" if np.isnan(valid_ppl) else f"{valid_ppl:.2f}")
   finally:
     bar.close()
     manager.wait_until_finished()

@@ -1,4 +1,4 @@
-"""The baselines: single-unit effects, Integrated Gradients, the probe, random sets, sweep read-out, compare()."""
+"""The baselines: single-unit effects, Integrated Gradients, probe, random sets, sweep read-out, compare()."""
 
 import dataclasses
 
@@ -16,12 +16,16 @@ margins = jax.jit(search.margins, static_argnames=("replacement", "sites", "chun
 
 @pytest.fixture(scope="module")
 def random_lstm():
-  """A 2-layer random LSTM, scaled up so the margins are far from linear in z, gating h and c: N = 12."""
-  params = lstm.init(jax.random.key(0), 11, 4, 3, 2)
-  params = dict(params, embedding=20 * params["embedding"], layers=jax.tree.map(lambda a: 3 * a, params["layers"]),
-                decoder=jax.tree.map(lambda a: 8 * a, params["decoder"]))
-  items = search.Items(prefix=jax.random.randint(jax.random.key(1), (6, 5), 0, 11),
-                       counterfactual=jax.random.randint(jax.random.key(2), (6, 5), 0, 11),
+  """A random 2-layer LSTM (V = 11, E = 4, H = 3) with large weights, so margins are far from linear in the
+  gates; gating h and c: N = 12. Built with numpy: cheaper than lstm.init's eager ops."""
+  rng = np.random.default_rng(0)
+  u = lambda *shape: jnp.asarray(rng.uniform(-1.5, 1.5, shape), jnp.float32)
+  params = {"embedding": u(11, 4),
+            "layers": [{"w_ih": u(12, 4), "w_hh": u(12, 3), "b_ih": u(12), "b_hh": u(12)},
+                       {"w_ih": u(12, 3), "w_hh": u(12, 3), "b_ih": u(12), "b_hh": u(12)}],
+            "decoder": {"w": u(11, 3), "b": u(11)}}
+  items = search.Items(prefix=jnp.asarray(rng.integers(0, 11, (6, 5)), jnp.int32),
+                       counterfactual=jnp.asarray(rng.integers(0, 11, (6, 5)), jnp.int32),
                        length=jnp.array([5, 4, 5, 3, 5, 2]), target=jnp.arange(6), foil=jnp.arange(6) + 5)
   return params, items
 
@@ -29,7 +33,7 @@ def random_lstm():
 @pytest.fixture(scope="module")
 def sweep():
   """A small Hard Concrete sweep on the planted LSTM: lambda 0.02 finds the planted set, lambda 5 nothing."""
-  result = search.sweep(planted.params(), planted.items(), [0.02, 5.0], steps=300, learning_rate=0.1,
+  result = search.sweep(planted.params(), planted.items(), [0.02, 5.0], steps=100, learning_rate=0.1,
                         batch_size=32)
   assert result.units == [planted.PLANTED, []]
   return result
@@ -39,16 +43,16 @@ def flip_rates(params, items, unit_sets):
   return np.asarray((margins(params, items, search.units_to_gates(unit_sets, N)) < 0).mean(axis=1))
 
 
-def test_single_unit_effects_ig_and_gradient_x_activation_rank_the_planted_units_first():
+def test_single_unit_effects_and_integrated_gradients_rank_the_planted_units_first():
   params, items = planted.params(), planted.items()
   effects = np.asarray(baselines.single_unit_effects(params, items))
   # Alone, a planted unit moves the margin from 2.278 to 0.759: softplus(2.278) - softplus(0.759) = 1.2325.
   np.testing.assert_allclose(effects, [1.2325] * 3 + [0.0] * 5, atol=1e-4)
-  for scores in (effects, baselines.integrated_gradients(params, items),
-                 baselines.gradient_x_activation(params, items)):
+  ig = np.asarray(baselines.integrated_gradients(params, items))
+  for scores in (effects, ig):
     assert baselines.top_k(scores, 3) == planted.PLANTED
-    assert np.min(np.asarray(scores)[planted.PLANTED]) > 0.5
-    np.testing.assert_allclose(np.asarray(scores)[3:], 0.0, atol=1e-6)
+    assert np.min(scores[planted.PLANTED]) > 0.5
+    np.testing.assert_allclose(scores[3:], 0.0, atol=1e-6)
 
 
 def test_single_unit_effects_equal_a_loop_over_units(random_lstm):
@@ -71,7 +75,7 @@ def test_integrated_gradients_completeness(random_lstm):
                                                         sites="hc")).mean(axis=1))
   attributions = np.asarray(baselines.integrated_gradients(params, items, steps=32, sites="hc"))
   assert abs(loss[0] - loss[1]) > 0.05
-  np.testing.assert_allclose(attributions.sum(), loss[0] - loss[1], rtol=1e-3)
+  np.testing.assert_allclose(attributions.sum(), loss[0] - loss[1], rtol=5e-3)  # trapezoid error: 2e-3
   # The planted circuit's three units share the whole intervention's loss reduction.
   params, items = planted.params(), planted.items()
   ig = np.asarray(baselines.integrated_gradients(params, items))
@@ -116,7 +120,8 @@ def test_the_probe_finds_the_distractors_and_is_not_causal():
   probe_scores = baselines.probe(noisy, items, labels)
   probe_top3 = baselines.top_k(probe_scores, 3)
   assert set(planted.DISTRACTORS) <= set(probe_top3)
-  assert np.min(np.asarray(probe_scores)[planted.DISTRACTORS]) > 2 * np.max(np.asarray(probe_scores)[planted.PLANTED])
+  probe_scores = np.asarray(probe_scores)
+  assert np.min(probe_scores[planted.DISTRACTORS]) > 2 * np.max(probe_scores[planted.PLANTED])
   assert baselines.top_k(baselines.single_unit_effects(noisy, items), 3) == planted.PLANTED
   heldout = planted.items(seed=1)
   np.testing.assert_array_equal(flip_rates(noisy, heldout, [planted.PLANTED, probe_top3]), [1.0, 0.0])
@@ -145,6 +150,7 @@ def test_sweep_at_k_picks_the_best_set_of_at_most_k_units(sweep):
 
 def test_compare_returns_every_method_at_every_k(sweep):
   ks = [1, 3]
+  # The same sweep stands in for REINFORCE's: only the structure of its rows is checked.
   out = baselines.compare(planted.params(), planted.items(), planted.items(seed=1), ks, hard_concrete=sweep,
                           reinforce=sweep, labels=planted.labels(), key=jax.random.key(1), draws=5)
   assert set(out) == {"hard_concrete", "reinforce", "single_unit", "integrated_gradients", "probe", "random"}
@@ -152,10 +158,10 @@ def test_compare_returns_every_method_at_every_k(sweep):
     assert [row["k"] for row in rows] == ks
     assert all(0.0 <= row["heldout_flip_rate"] <= 1.0 for row in rows)
     assert ("heldout_flip_rate_sd" in rows[0]) == (method == "random")
-  for method in ("hard_concrete", "single_unit", "integrated_gradients"):
-    assert [(row["units"], row["heldout_flip_rate"]) for row in out[method]] == [([], 0.0) if method ==
-                                                                                 "hard_concrete" else ([0], 0.0),
-                                                                                 (planted.PLANTED, 1.0)]
+  at_1 = {"hard_concrete": [], "reinforce": [], "single_unit": [0], "integrated_gradients": [0], "probe": [0]}
+  for method, units in at_1.items():
+    got = [(row["units"], row["heldout_flip_rate"]) for row in out[method]]
+    assert got == [(units, 0.0), (planted.PLANTED, 1.0)]
   assert [np.shape(row["units"]) for row in out["random"]] == [(5, 1), (5, 3)]
   assert out["random"][1]["heldout_flip_rate"] < 1.0
   without = baselines.compare(planted.params(), planted.items(), planted.items(seed=1), [3], hard_concrete=sweep,

@@ -139,7 +139,7 @@ def test_user_errors_are_one_sentence(model, tmp_path):
       ((f"--items={bad}",), "bad.tsv"),
       ((f"--items={items}", "--units=3,x"), "--units must be comma-separated integers"),
       ((f"--items={items}", "--units=999"), "--units must name unit ids in 0..15"),
-      ((f"--items={items}", "--units=3", "--intervention=counterfactual"), None),
+      ((f"--items={items}", "--units=3", "--intervention=mean"), None),
       (("--items=builtin:nothing",), "is not a built-in set"),
   ]:
     error = _main(f"--checkpoint={directory}", *args)

@@ -117,6 +117,9 @@ def test_workdir_with_another_config_is_refused(tmp_path):
     train_lm.train(dict(SMALL, steps=12), str(tmp_path / "w"), progress=False, corpus=corpus)
   with open(tmp_path / "w" / "train_state" / "lm_config.json") as f:
     assert json.load(f)["steps"] == 10
+  renamed = (VOCAB[:-1] + ["w999"],) + corpus[1:]  # the generator's lexicon changed since the run started
+  with pytest.raises(train_lm.TrainingError, match=r"another vocabulary"):
+    train_lm.train(dict(SMALL, steps=10), str(tmp_path / "w"), progress=False, corpus=renamed)
 
 
 def test_unknown_config_field_is_named():

@@ -1,0 +1,110 @@
+"""Single-unit effects of every unit: jaxmask's one vmapped pass vs the loops researchers write.
+
+The effect of unit u is the margin logit(y) - logit(y') of every item with u replaced by its counterfactual
+state at every step (the identity gate matrix). jaxmask: ``search.margins(params, items, eye(N))``, one
+jitted call. (i) The Lakretz et al. way: PyTorch eager, one run per unit and per sentence at batch 1
+(each sentence's counterfactual states computed once); a subset of units x sentences is timed and the
+time per run scaled to N x B runs. (ii) A per-unit Python loop batched over the items: PyTorch eager
+(all N units timed), and, for reference, a loop of N calls of one jitted JAX margin.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import common
+from benchmarks.torch_ref import TorchLM, torch, torch_items
+from jaxmask import lstm, search
+
+
+def _jax_loop_seconds(params, items, num_units: int) -> float:
+  """N calls of one jitted single-intervention margin (gate = one-hot), batched over items."""
+  shared = search.prepare(params, items, search.SearchConfig())
+  one = jax.jit(lambda z: search.margin(params, items, shared.xproj0_BxTx4H, z, shared.r_h, None))
+  eye = jnp.eye(num_units)
+  jax.block_until_ready(one(eye[0]))
+  start = time.perf_counter()
+  for u in range(num_units):
+    jax.block_until_ready(one(eye[u]))
+  return time.perf_counter() - start
+
+
+def _torch_batch1_seconds_per_run(model: TorchLM, items: dict, units: list[int], sentences: list[int],
+                                  check: np.ndarray) -> tuple[float, float]:
+  """Seconds per (unit, sentence) run at batch 1, and the largest deviation from jaxmask's margins."""
+  n = len(model.cells) * model.hidden
+  deviation = 0.0
+  start = time.perf_counter()
+  with torch.no_grad():
+    for b in sentences:
+      length = int(items["length"][b])
+      one = {k: v[b:b + 1] for k, v in items.items()}
+      replacement = model.states(one["counterfactual"][:, :length])
+      for u in units:
+        z = torch.zeros(n)
+        z[u] = 1.0
+        top = model.states(one["prefix"][:, :length], z, replacement)[-1]
+        m = model.margin(top, one["length"], one["target"], one["foil"])
+        deviation = max(deviation, abs(float(m[0]) - float(check[u, b])))
+  return (time.perf_counter() - start) / (len(units) * len(sentences)), deviation
+
+
+def _torch_batched_loop_seconds(model: TorchLM, items: dict, units: list[int]) -> float:
+  """Seconds of the counterfactual run plus one batched run per unit in ``units``."""
+  num_units = len(model.cells) * model.hidden
+  start = time.perf_counter()
+  with torch.no_grad():
+    replacement = model.states(items["counterfactual"])
+    for u in units:
+      z = torch.zeros(num_units)
+      z[u] = 1.0
+      top = model.states(items["prefix"], z, replacement)[-1]
+      model.margin(top, items["length"], items["target"], items["foil"])
+  return time.perf_counter() - start
+
+
+def run(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
+  params = setup["params"]
+  num_items = 128 if quick else 256
+  items = setup["items"].take(np.arange(num_items))
+  n = lstm.num_units(params)
+  eye = np.eye(n, dtype=np.float32)
+  start = time.perf_counter()
+  effects = np.asarray(jax.block_until_ready(search.margins(params, items, eye)))
+  first = time.perf_counter() - start
+  t_jax = common.median_seconds(lambda: jax.block_until_ready(search.margins(params, items, eye)), repeats=3)
+  out = {"model": setup["description"], "units": n, "items": num_items, "jax_all_units_seconds": t_jax,
+         "jax_first_call_seconds": first, "jax_loop_seconds": _jax_loop_seconds(params, items, n)}
+  if torch is None:
+    out["skipped_torch"] = "torch is not installed"
+    return out
+  torch.set_num_threads(common.os.cpu_count())
+  model, t_items = TorchLM(params), torch_items(items)
+  sub_units = list(range(0, n, n // (4 if quick else 16)))
+  sub_sentences = list(range(0, num_items, num_items // (4 if quick else 8)))
+  per_run, deviation = _torch_batch1_seconds_per_run(model, t_items, sub_units, sub_sentences, effects)
+  out.update({"lakretz_timed_runs": len(sub_units) * len(sub_sentences), "lakretz_seconds_per_run": per_run,
+              "lakretz_seconds_extrapolated": per_run * n * num_items, "lakretz_extrapolated": True,
+              "torch_max_abs_deviation_from_jax": deviation})
+  loop_units = list(range(0, n, 4 if quick else 1))
+  out["torch_batched_loop_units_timed"] = len(loop_units)
+  out["torch_batched_loop_seconds"] = _torch_batched_loop_seconds(model, t_items, loop_units) * n / len(loop_units)
+  out["speedup"] = out["lakretz_seconds_extrapolated"] / t_jax
+  out["speedup_vs_batched_loop"] = out["torch_batched_loop_seconds"] / t_jax
+  out["speedup_vs_jax_loop"] = out["jax_loop_seconds"] / t_jax
+  rows = [["jaxmask: all units in one vmapped pass (search.margins, identity gates)", t_jax, 1.0],
+          [f"PyTorch eager, batch 1, one run per unit and sentence (Lakretz et al.; {out['lakretz_timed_runs']} "
+           f"runs timed, scaled to {n * num_items})", out["lakretz_seconds_extrapolated"], out["speedup"]],
+          [f"PyTorch eager, loop over units, batched over items ({len(loop_units)} of {n} units timed)",
+           out["torch_batched_loop_seconds"],
+           out["speedup_vs_batched_loop"]],
+          ["JAX, loop over units of one jitted margin, batched over items", out["jax_loop_seconds"],
+           out["speedup_vs_jax_loop"]]]
+  print(common.table(f"Ablation: single-unit effects of all {n} units on {num_items} items ({setup['description']})",
+                     ["method", "seconds", "jaxmask's speedup"], rows))
+  return out

@@ -1,0 +1,75 @@
+"""The FLOPs one search step executes, divided by its measured time, against the machine's matmul peak.
+
+FLOPs are counted analytically (``common.step_flops``: matmuls only, weights frozen, so no weight
+gradients; the layer-0 input projection and the counterfactual run are computed once per sweep and not
+counted per step). The peak is a jitted ``jnp.dot`` of two 2048 x 2048 fp32 matrices. To explain the
+fraction, the same rate is measured for the recurrence alone: a ``lax.scan`` of T dependent
+(rows x H) @ (H x 4H) matmuls, the shape each LSTM step multiplies (rows = batch, or Λ x batch vmapped).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import common
+
+
+def recurrence_gflops(rows: int, hidden: int, steps: int, repeats: int = 5) -> float:
+  """GFLOP/s of ``steps`` dependent (rows x H) @ (H x 4H) matmuls with an LSTM-like nonlinearity between."""
+  w = jax.random.normal(jax.random.key(0), (hidden, 4 * hidden), jnp.float32) / hidden ** 0.5
+  h0 = jax.random.normal(jax.random.key(1), (rows, hidden), jnp.float32)
+
+  @jax.jit
+  def chain(h):
+    def step(h, _):
+      i, f, g, o = jnp.split(h @ w, 4, axis=-1)
+      return jax.nn.sigmoid(o) * jnp.tanh(jax.nn.sigmoid(f) * h + jax.nn.sigmoid(i) * jnp.tanh(g)), None
+    return jax.lax.scan(step, h, None, length=steps)[0]
+
+  seconds = common.median_seconds(lambda: jax.block_until_ready(chain(h0)), repeats, warmup=1)
+  return 2.0 * rows * hidden * 4 * hidden * steps / seconds / 1e9
+
+
+def _measure(size: dict[str, int], num_lambdas: int, chunk: int, peak: float) -> dict[str, Any]:
+  prog = common.program(size, num_lambdas, chunk)
+  seconds = prog.seconds(repeats=2) / chunk
+  flops = common.step_flops(size["batch"], size["steps"], size["hidden_size"], size["num_layers"], size["vocab_size"])
+  executed = num_lambdas * flops["per_lambda_step"]
+  return {"lambdas": num_lambdas, "seconds_per_step": seconds, "flops_per_step": executed,
+          "flops_shared_once_per_sweep": flops["shared_once_per_sweep"], "gflops": executed / seconds / 1e9,
+          "fraction_of_peak": executed / seconds / 1e9 / peak, "compile_seconds": prog.compile_seconds,
+          "xla_cost_analysis_flops_per_call": prog.xla_flops()}
+
+
+def run(quick: bool) -> dict[str, Any]:
+  peak = common.matmul_peak()
+  chunk_default = 10 if quick else 30
+  out = {"peak": peak, "default": {}, "gulordava": {}, "recurrence_gflops": {}}
+  out["default"]["16"] = _measure(common.DEFAULT, 16, chunk_default, peak["gflops"])
+  out["default"]["1"] = _measure(common.DEFAULT, 1, chunk_default, peak["gflops"])
+  out["gulordava"]["16"] = _measure(common.GULORDAVA, 16, 1 if quick else 2, peak["gflops"])
+  if not quick:
+    out["gulordava"]["1"] = _measure(common.GULORDAVA, 1, 2, peak["gflops"])
+  for name, size in (("default", common.DEFAULT), ("gulordava", common.GULORDAVA)):
+    for lam in (1, 16):
+      rows = lam * size["batch"]
+      out["recurrence_gflops"][f"{name}_{lam}"] = {
+          "rows": rows, "hidden": size["hidden_size"],
+          "gflops": recurrence_gflops(rows, size["hidden_size"], size["steps"])}
+  out["fraction_of_peak"] = out["default"]["16"]["fraction_of_peak"]
+  out["fraction_of_peak_gulordava"] = out["gulordava"]["16"]["fraction_of_peak"]
+  rows = []
+  for name in ("default", "gulordava"):
+    for lam, r in sorted(out[name].items(), key=lambda kv: int(kv[0])):
+      rec = out["recurrence_gflops"][f"{name}_{lam}"]
+      rows.append([f"{name} ({'2x128, B=64, T=8' if name == 'default' else '2x650, V=50k, B=64, T=12'})", lam,
+                   1e3 * r["seconds_per_step"], r["flops_per_step"] / 1e9, r["gflops"], r["fraction_of_peak"],
+                   rec["gflops"], rec["gflops"] / peak["gflops"]])
+  print(common.table(
+      f"Roofline: executed matmul FLOPs per step / time, vs jnp.dot 2048^3 peak = {peak['gflops']:.1f} GFLOP/s",
+      ["size", "Λ", "ms/step", "GFLOP/step", "GFLOP/s", "fraction of peak",
+       "recurrence-only GFLOP/s (same shape)", "recurrence-only fraction"], rows))
+  return out

@@ -1,0 +1,94 @@
+"""Runs the benchmarks of issue 6 and writes every figure to one JSON file; each part prints its table.
+
+    python -m benchmarks.run --output=results.json [--quick] [--checkpoint=workdir_lm] [--parts=sweep,torch]
+
+``--quick`` (< 3 minutes on 2 cores) shortens every part; the published tables (RESULTS.md) come from a run
+without it. Without ``--checkpoint`` the estimators and ablation use a random-weight LM and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from benchmarks import ablation, common, estimators, roofline, scaling, sweep, torch_ref
+
+PARTS = ("estimators", "sweep", "torch", "ablation", "roofline", "scaling")
+
+_OUTPUT = flags.DEFINE_string("output", None, "Where to write the JSON of every figure.", required=True)
+_QUICK = flags.DEFINE_bool("quick", False, "Shorter runs of every part (< 3 minutes on 2 cores).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained LM checkpoint directory (default: random weights).")
+_PARTS = flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, of {', '.join(PARTS)}.")
+_TABLES = flags.DEFINE_string("tables", None, "Also write the printed tables to this Markdown file.")
+_LAMBDA = flags.DEFINE_float("estimators_lambda", 0.003, "The sparsity coefficient of the estimators part.")
+
+
+def _headline(results: dict) -> dict:
+  """The figures the issue names, in one place (None where a part did not run)."""
+  get = lambda part, key: results.get(part, {}).get(key)
+  return {"estimators": {"speedup": get("estimators", "speedup")},
+          "sweep": {"throughput_ratio_16": get("sweep", "throughput_ratio_16")},
+          "torch": {"speedup": get("torch", "speedup"), "speedup_vs_compile": get("torch", "speedup_vs_compile")},
+          "ablation": {"speedup": get("ablation", "speedup"),
+                       "speedup_vs_batched_loop": get("ablation", "speedup_vs_batched_loop")},
+          "roofline": {"fraction_of_peak": get("roofline", "fraction_of_peak"),
+                       "fraction_of_peak_gulordava": get("roofline", "fraction_of_peak_gulordava")}}
+
+
+def _finite(tree):
+  """The results with NaN (a figure that measures nothing, e.g. a degenerate seed) as null: strict JSON."""
+  if isinstance(tree, dict):
+    return {k: _finite(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [_finite(v) for v in tree]
+  if isinstance(tree, float) and math.isnan(tree):
+    return None
+  return tree
+
+
+def main(argv: list[str]) -> None:
+  unknown = sorted(set(_PARTS.value) - set(PARTS))
+  if unknown:
+    raise app.UsageError(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}.")
+  quick = _QUICK.value
+  results = {"command": " ".join(["python -m benchmarks.run"] + sys.argv[1:]), "quick": quick,
+             "machine": common.machine(),
+             "gpu": "no GPU was lent to this run; CPU only"}
+  print(common.table("Machine", ["cores", "CPU", "JAX backend", "load average at start"],
+                     [[results["machine"]["cores"], results["machine"]["cpu_model"], results["machine"]["jax_backend"],
+                       " ".join(f"{x:.2f}" for x in results["machine"]["load_average_at_start"])]]))
+  setup = None
+  timings = {}
+  for part in PARTS:
+    if part not in _PARTS.value:
+      continue
+    start = time.perf_counter()
+    if part in ("estimators", "ablation") and setup is None:
+      setup = common.agreement_setup(_CHECKPOINT.value)
+    if part == "estimators":
+      results[part] = estimators.run(setup, quick, _LAMBDA.value)
+    elif part == "ablation":
+      results[part] = ablation.run(setup, quick)
+    else:
+      results[part] = {"sweep": sweep, "torch": torch_ref, "roofline": roofline, "scaling": scaling}[part].run(quick)
+    timings[part] = time.perf_counter() - start
+    print(f"[{part}: {timings[part]:.1f} s]\n", flush=True)
+  results["part_seconds"] = timings
+  results["total_seconds"] = sum(timings.values())
+  results["headline"] = _headline(results)
+  with open(_OUTPUT.value, "w", encoding="utf-8") as f:
+    json.dump(_finite(results), f, indent=1, default=float)
+  if _TABLES.value:
+    with open(_TABLES.value, "w", encoding="utf-8") as f:
+      f.write(f"Command: `{results['command']}`\n\n" + "\n".join(common.TABLES))
+  print(json.dumps(results["headline"], indent=1, default=float))
+  print(f"total {results['total_seconds']:.1f} s; wrote {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

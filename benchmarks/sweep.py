@@ -1,0 +1,62 @@
+"""Lambdas in one vmapped jit vs the same lambdas one after another: throughput and peak memory.
+
+Both sides run the compiled ``search._run_chunk`` at the default size (2 x 128, batch 64 x 8 tokens):
+vmapped, one program holds Λ lambdas; looped, the one-lambda program runs Λ times (its time is Λ times
+its measured median; the gate-independent arrays are shared in the loop too, which favours the loop).
+Peak memory is XLA's estimate for one compiled call (arguments + outputs + temporaries - aliases).
+To explain the ratio, the same comparison is made for the forward pass alone (the intervened margins of
+Λ gate vectors, vmapped vs one at a time): the batching gain the matmuls allow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from benchmarks import common
+from jaxmask import search
+
+COUNTS = (1, 4, 16, 64)
+
+
+@jax.jit
+def _forward(params, items, shared, gates_SxN):
+  return jax.vmap(lambda z: search.margin(params, items, shared.xproj0_BxTx4H, z, shared.r_h, None))(gates_SxN)
+
+
+def _forward_seconds(program: common.SearchProgram, count: int) -> float:
+  """Median time of the intervened forward pass (margins) of ``count`` gate vectors in one vmapped call."""
+  z = jnp.full((count, program.initial_state().logits.shape[1]), 0.5)
+  run = lambda: jax.block_until_ready(_forward(program.params, program.items, program.shared, z))
+  return common.median_seconds(run, repeats=5, warmup=1)
+
+
+def run(quick: bool) -> dict[str, Any]:
+  chunk = 10 if quick else 30
+  size = common.DEFAULT
+  one = common.program(size, 1, chunk)
+  t_one = one.seconds(repeats=5)
+  f_one = _forward_seconds(one, 1)
+  out, rows = {"size": size, "steps_per_call": chunk, "counts": {}}, []
+  for count in COUNTS:
+    prog = common.program(size, count, chunk)
+    t_vmap = prog.seconds(repeats=2 if count >= 16 else 3)
+    t_loop = count * t_one
+    f_vmap = _forward_seconds(one, count)
+    r = {"vmapped_seconds": t_vmap, "loop_seconds": t_loop,
+         "vmapped_lambda_steps_per_second": count * chunk / t_vmap,
+         "loop_lambda_steps_per_second": count * chunk / t_loop, "throughput_ratio": t_loop / t_vmap,
+         "vmapped_peak_bytes": prog.peak_bytes(), "loop_peak_bytes": one.peak_bytes(),
+         "compile_seconds": prog.compile_seconds, "forward_only_ratio": count * f_one / f_vmap}
+    out["counts"][str(count)] = r
+    rows.append([count, r["vmapped_lambda_steps_per_second"], r["loop_lambda_steps_per_second"], r["throughput_ratio"],
+                 r["forward_only_ratio"], r["vmapped_peak_bytes"] / 2 ** 20, r["loop_peak_bytes"] / 2 ** 20,
+                 r["compile_seconds"]])
+  out["throughput_ratio_16"] = out["counts"]["16"]["throughput_ratio"]
+  out["throughput_ratio_64"] = out["counts"]["64"]["throughput_ratio"]
+  print(common.table(
+      f"Sweep: Λ lambdas vmapped in one jit vs a loop of one-lambda runs (2x128, batch 64 x 8, {chunk} steps per call)",
+      ["Λ", "vmapped λ·steps/s", "loop λ·steps/s", "throughput ratio", "forward-only ratio", "vmapped peak MiB",
+       "loop peak MiB", "compile s"], rows))
+  return out

@@ -1,0 +1,115 @@
+"""The main job end to end on a tiny LM: outputs, resume after interruption, user errors."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxmask import checkpoints, data, experiment, lstm, search, train_lm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_config(workdir, checkpoint, **overrides):
+  values = dict(workdir=str(workdir), checkpoint=str(checkpoint), lambdas=(0.001, 0.01, 0.1, 1.0), steps=40,
+                chunk_steps=20, batch_size=16, train_per_cell=3, eval_per_cell=3, control_sentences=20,
+                baseline_ks=(1, 2, 4), random_draws=4)
+  values.update(overrides)
+  return experiment.Config(**values)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+  """The lm_tiny LM, trained once for this module."""
+  directory = tmp_path_factory.mktemp("lm_tiny")
+  train_lm.train(train_lm.read_flagfile(os.path.join(ROOT, "configs", "lm_tiny.cfg")), str(directory), progress=False)
+  return directory
+
+
+@pytest.mark.slow
+def test_main_job_writes_its_outputs_and_resumes_to_the_same_result(tiny_lm, tmp_path):
+  results = experiment.run(_tiny_config(tmp_path / "a", tiny_lm))
+  for name in ("results.json", "pareto.png", "traces.png", "summary.md"):
+    assert os.path.getsize(tmp_path / "a" / name) > 500
+  saved = json.load(open(tmp_path / "a" / "results.json"))
+  assert saved["model"]["num_units"] == 64 and saved["model"]["layers"] == 2
+  hc = [r for r in saved["sweep"] if r["method"] == "hard_concrete"]
+  assert [r["lambda"] for r in hc] == pytest.approx([0.001, 0.01, 0.1, 1.0])
+  for row in saved["sweep"]:
+    assert set(row) >= {"method", "lambda", "units", "expected_l0", "train_flip_rate", "heldout_flip_rate",
+                        "heldout_flip_rate_by_condition", "control_kl", "seconds"}
+    assert 0.0 <= row["heldout_flip_rate"] <= 1.0 and row["control_kl"] >= 0.0
+  # Flip rates are measured on items the clean model gets right, so the empty set flips none of them.
+  assert all(r["heldout_flip_rate"] == 0.0 for r in saved["sweep"] if not r["units"])
+  assert set(saved["selected"]) >= {"method", "lambda", "units", "units_readable", "heldout_flip_rate",
+                                    "control_kl", "other_phenomenon_flip_rate"}
+  assert set(saved["baselines"]) == {"hard_concrete", "reinforce", "single_unit", "integrated_gradients", "probe",
+                                     "random"}
+  assert [r["k"] for r in saved["baselines"]["random"]][:3] == [1, 2, 4]
+  assert "| method |" in open(tmp_path / "a" / "summary.md").read()
+
+  # Interrupt a second run after its first search checkpoint, then rerun the same command: same result.
+  config = _tiny_config(tmp_path / "b", tiny_lm)
+  real_sweep = search.sweep
+
+  def interrupted(*args, callback=None, **kwargs):
+    def stop(state, losses):
+      callback(state, losses)
+      raise KeyboardInterrupt
+    return real_sweep(*args, callback=stop, **kwargs)
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(search, "sweep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+      experiment.run(config)
+  resumed = experiment.run(config)
+  for a, b in zip(results["sweep"], resumed["sweep"]):
+    assert a["units"] == b["units"] and a["heldout_flip_rate"] == pytest.approx(b["heldout_flip_rate"])
+  assert resumed["selected"]["units"] == results["selected"]["units"]
+
+
+def test_other_settings_in_the_same_workdir_are_refused(tiny_lm, tmp_path):
+  experiment.run(_tiny_config(tmp_path, tiny_lm, baselines="none", steps=20))
+  with pytest.raises(experiment.ExperimentError, match="holds a hard_concrete search with other settings"):
+    experiment.run(_tiny_config(tmp_path, tiny_lm, baselines="none", steps=20, learning_rate=0.05))
+
+
+def test_user_tsv_errors_name_the_file_and_line(tiny_lm, tmp_path):
+  bad = tmp_path / "bad.tsv"
+  bad.write_text("prefix\ttarget\tfoil\tcounterfactual\nthe dog\tbarks\n")
+  with pytest.raises(experiment.ExperimentError, match="bad.tsv, line 2"):
+    experiment.run(_tiny_config(tmp_path / "w", tiny_lm, eval_items=str(bad)))
+  no_cf = tmp_path / "nocf.tsv"
+  no_cf.write_text("prefix\ttarget\tfoil\nthe dog\tbarks\tbark\n")
+  with pytest.raises(experiment.ExperimentError, match="no counterfactual"):
+    experiment.run(_tiny_config(tmp_path / "w", tiny_lm, eval_items=str(no_cf)))
+  with pytest.raises(experiment.ExperimentError, match="no such file"):
+    experiment.run(_tiny_config(tmp_path / "w", tiny_lm, train_items=str(tmp_path / "missing.tsv")))
+
+
+def test_checkpoint_that_does_not_match_its_config_is_one_sentence(tiny_lm, tmp_path):
+  params, config, vocab = checkpoints.load(str(tiny_lm))
+  checkpoints.save(str(tmp_path / "m"), params, vocab)
+  cfg = json.load(open(tmp_path / "m" / "config.json"))
+  cfg["hidden_size"] = 48
+  json.dump(cfg, open(tmp_path / "m" / "config.json", "w"))
+  with pytest.raises(experiment.ExperimentError, match="does not match its model config"):
+    experiment.run(_tiny_config(tmp_path / "w", tmp_path / "m"))
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--lambdas=0.1,abc"], "--lambdas=0.1,abc: expected a comma-separated list"),
+    (["--checkpoint=/nonexistent/lm"], "does not exist"),
+    (["--method=adam"], "--method"),
+])
+def test_command_line_errors_are_one_sentence_without_traceback(tmp_path, flags, message):
+  proc = subprocess.run([sys.executable, "-m", "jaxmask.main", f"--workdir={tmp_path}", *flags], cwd=ROOT,
+                        capture_output=True, text=True)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert "Traceback" not in proc.stderr
