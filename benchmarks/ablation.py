@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from benchmarks.torch_ref import TorchLM, torch, torch_items
+from benchmarks.torch_ref import TorchLM, best_threads, torch, torch_items
 from jaxmask import lstm, search
 
 
@@ -83,14 +83,14 @@ def run(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
   if torch is None:
     out["skipped_torch"] = "torch is not installed"
     return out
-  torch.set_num_threads(common.os.cpu_count())
   model, t_items = TorchLM(params), torch_items(items)
   sub_units = list(range(0, n, n // (4 if quick else 16)))
   sub_sentences = list(range(0, num_items, num_items // (4 if quick else 8)))
+  threads = best_threads(params, items)
   per_run, deviation = _torch_batch1_seconds_per_run(model, t_items, sub_units, sub_sentences, effects)
   out.update({"lakretz_timed_runs": len(sub_units) * len(sub_sentences), "lakretz_seconds_per_run": per_run,
               "lakretz_seconds_extrapolated": per_run * n * num_items, "lakretz_extrapolated": True,
-              "torch_max_abs_deviation_from_jax": deviation})
+              "torch_max_abs_deviation_from_jax": deviation, "torch_threads": threads})
   loop_units = list(range(0, n, 4 if quick else 1))
   out["torch_batched_loop_units_timed"] = len(loop_units)
   out["torch_batched_loop_seconds"] = _torch_batched_loop_seconds(model, t_items, loop_units) * n / len(loop_units)

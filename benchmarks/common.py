@@ -212,3 +212,26 @@ def program(size: dict[str, int], num_lambdas: int, chunk: int, hidden_size: int
     params, items = sized(size, hidden_size, batch)
     _PROGRAMS[key] = SearchProgram(params, items, lambdas(num_lambdas), search.SearchConfig(steps=chunk))
   return _PROGRAMS[key]
+
+
+@jax.jit
+def _flip_loss(params, items, shared, gates_SxN):
+  margin = lambda z: search.margin(params, items, shared.xproj0_BxTx4H, z, shared.r_h, None)
+  return jax.vmap(lambda z: jnp.mean(jax.nn.softplus(margin(z))))(gates_SxN)
+
+
+_flip_loss_grad = jax.jit(jax.vmap(jax.grad(lambda z, p, i, s: _flip_loss(p, i, s, z[None])[0]),
+                                   in_axes=(0, None, None, None)))
+
+
+def breakdown(program: SearchProgram, count: int) -> dict[str, float]:
+  """Median ms of the parts of one step for ``count`` gate vectors vmapped, on the program's model and items.
+
+  forward: the intervened margins and flip loss; forward_backward: plus the gradient for the gates;
+  the rest of a step (gate sampling, expected L0, Adam, the minibatch gather) is the step time minus that.
+  """
+  z = jnp.full((count, program.initial_state().logits.shape[1]), 0.5)
+  p, i, s = program.params, program.items, program.shared
+  forward = median_seconds(lambda: jax.block_until_ready(_flip_loss(p, i, s, z)), repeats=3, warmup=1)
+  both = median_seconds(lambda: jax.block_until_ready(_flip_loss_grad(z, p, i, s)), repeats=3, warmup=1)
+  return {"forward_ms": 1e3 * forward, "forward_backward_ms": 1e3 * both}

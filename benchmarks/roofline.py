@@ -33,15 +33,20 @@ def recurrence_gflops(rows: int, hidden: int, steps: int, repeats: int = 5) -> f
   return 2.0 * rows * hidden * 4 * hidden * steps / seconds / 1e9
 
 
-def _measure(size: dict[str, int], num_lambdas: int, chunk: int, peak: float) -> dict[str, Any]:
+def _measure(size: dict[str, int], num_lambdas: int, chunk: int, peak: float, with_breakdown: bool = True
+             ) -> dict[str, Any]:
   prog = common.program(size, num_lambdas, chunk)
   seconds = prog.seconds(repeats=2) / chunk
+  parts = common.breakdown(prog, num_lambdas) if with_breakdown else {"forward_ms": float("nan"),
+                                                                      "forward_backward_ms": float("nan")}
   flops = common.step_flops(size["batch"], size["steps"], size["hidden_size"], size["num_layers"], size["vocab_size"])
   executed = num_lambdas * flops["per_lambda_step"]
   return {"lambdas": num_lambdas, "seconds_per_step": seconds, "flops_per_step": executed,
           "flops_shared_once_per_sweep": flops["shared_once_per_sweep"], "gflops": executed / seconds / 1e9,
           "fraction_of_peak": executed / seconds / 1e9 / peak, "compile_seconds": prog.compile_seconds,
-          "xla_cost_analysis_flops_per_call": prog.xla_flops()}
+          "xla_cost_analysis_flops_per_call": prog.xla_flops(), "breakdown_ms": {
+              "step": 1e3 * seconds, **parts, "backward": parts["forward_backward_ms"] - parts["forward_ms"],
+              "rest": 1e3 * seconds - parts["forward_backward_ms"]}}
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -50,7 +55,7 @@ def run(quick: bool) -> dict[str, Any]:
   out = {"peak": peak, "default": {}, "gulordava": {}, "recurrence_gflops": {}}
   out["default"]["16"] = _measure(common.DEFAULT, 16, chunk_default, peak["gflops"])
   out["default"]["1"] = _measure(common.DEFAULT, 1, chunk_default, peak["gflops"])
-  out["gulordava"]["16"] = _measure(common.GULORDAVA, 16, 1 if quick else 2, peak["gflops"])
+  out["gulordava"]["16"] = _measure(common.GULORDAVA, 16, 1 if quick else 2, peak["gflops"], not quick)
   if not quick:
     out["gulordava"]["1"] = _measure(common.GULORDAVA, 1, 2, peak["gflops"])
   for name, size in (("default", common.DEFAULT), ("gulordava", common.GULORDAVA)):
@@ -72,4 +77,10 @@ def run(quick: bool) -> dict[str, Any]:
       f"Roofline: executed matmul FLOPs per step / time, vs jnp.dot 2048^3 peak = {peak['gflops']:.1f} GFLOP/s",
       ["size", "Λ", "ms/step", "GFLOP/step", "GFLOP/s", "fraction of peak",
        "recurrence-only GFLOP/s (same shape)", "recurrence-only fraction"], rows))
+  rows = [[name, lam, r["breakdown_ms"]["step"], r["breakdown_ms"]["forward_ms"], r["breakdown_ms"]["backward"],
+           r["breakdown_ms"]["rest"]] for name in ("default", "gulordava")
+          for lam, r in sorted(out[name].items(), key=lambda kv: int(kv[0]))]
+  print(common.table("Roofline: where a step's time goes (ms; forward and gradient timed alone, rest = step - both)",
+                     ["size", "Λ", "step", "forward (margins + loss)", "backward (gate gradient)",
+                      "rest (sampling, L0, Adam, gather)"], rows))
   return out

@@ -12,24 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 from benchmarks import common
-from jaxmask import search
 
 COUNTS = (1, 4, 16, 64)
-
-
-@jax.jit
-def _forward(params, items, shared, gates_SxN):
-  return jax.vmap(lambda z: search.margin(params, items, shared.xproj0_BxTx4H, z, shared.r_h, None))(gates_SxN)
-
-
-def _forward_seconds(program: common.SearchProgram, count: int) -> float:
-  """Median time of the intervened forward pass (margins) of ``count`` gate vectors in one vmapped call."""
-  z = jnp.full((count, program.initial_state().logits.shape[1]), 0.5)
-  run = lambda: jax.block_until_ready(_forward(program.params, program.items, program.shared, z))
-  return common.median_seconds(run, repeats=5, warmup=1)
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -37,13 +22,13 @@ def run(quick: bool) -> dict[str, Any]:
   size = common.DEFAULT
   one = common.program(size, 1, chunk)
   t_one = one.seconds(repeats=5)
-  f_one = _forward_seconds(one, 1)
+  f_one = common.breakdown(one, 1)["forward_ms"]
   out, rows = {"size": size, "steps_per_call": chunk, "counts": {}}, []
   for count in COUNTS:
     prog = common.program(size, count, chunk)
-    t_vmap = prog.seconds(repeats=2 if count >= 16 else 3)
+    t_vmap = prog.seconds(repeats=1 if quick and count >= 16 else 2 if count >= 16 else 3)
     t_loop = count * t_one
-    f_vmap = _forward_seconds(one, count)
+    f_vmap = common.breakdown(one, count)["forward_ms"]
     r = {"vmapped_seconds": t_vmap, "loop_seconds": t_loop,
          "vmapped_lambda_steps_per_second": count * chunk / t_vmap,
          "loop_lambda_steps_per_second": count * chunk / t_loop, "throughput_ratio": t_loop / t_vmap,

@@ -96,11 +96,12 @@ class TorchSearch:
     self.num_units = len(self.model.cells) * self.model.hidden
     self.loss = torch.compile(hard_concrete_loss) if compiled else hard_concrete_loss
 
-  def run(self, lam: float, steps: int, learning_rate: float = 0.1, seed: int = 0) -> np.ndarray:
+  def search(self, lam: float, steps: int, learning_rate: float = 0.1, seed: int = 0) -> np.ndarray:
+    """``steps`` Adam steps on the gate logits for one lambda; returns the final log_alpha."""
     generator = torch.Generator().manual_seed(seed)
     log_alpha = torch.zeros(self.num_units, requires_grad=True)
     opt = torch.optim.Adam([log_alpha], lr=learning_rate)
-    lam_t = torch.tensor(float(lam))
+    lam_t = torch.tensor(float(lam))  # a tensor, so torch.compile does not specialise on each lambda
     for _ in range(steps):
       u = torch.rand(self.num_units, generator=generator).clamp(1e-6, 1 - 1e-6)
       loss = self.loss(self.model, self.items, self.replacement, log_alpha, u, lam_t)
@@ -111,38 +112,50 @@ class TorchSearch:
 
 
 def _time_torch(params, items, lambdas, steps, compiled: bool) -> dict[str, float]:
-  """Seconds for ``steps`` steps of each of ``lambdas`` one after another (after a warm-up: compile)."""
+  """Seconds for ``steps`` steps of each of ``lambdas`` one after another (after a warm-up: the compile)."""
   start = time.perf_counter()
   runner = TorchSearch(params, items, compiled)
-  runner.run(float(lambdas[0]), 2)
+  runner.search(float(lambdas[0]), 2)
   warm = time.perf_counter() - start
   start = time.perf_counter()
   for lam in lambdas:
-    runner.run(float(lam), steps)
+    runner.search(float(lam), steps)
   seconds = time.perf_counter() - start
   return {"seconds": seconds, "per_step_ms": 1e3 * seconds / (steps * len(lambdas)), "warmup_seconds": warm}
 
 
-def compare(size: dict[str, int], steps: int, lambdas_timed: int, with_compile: bool, jax_steps: int
+def _jax_sweep_seconds(program: common.SearchProgram, steps: int) -> float:
+  """Wall time of a real ``steps``-step sweep: the compiled chunk run back to back from the initial state."""
+  def sweep():
+    state = program.initial_state()
+    for first in range(0, steps, program.chunk):
+      state, _, _ = program.run(state, first_step=first)
+  return common.median_seconds(sweep, repeats=1, warmup=1)
+
+
+def compare(size: dict[str, int], steps: int, chunk: int, lambdas_timed: int, torch_steps: int, with_compile: bool
             ) -> dict[str, Any]:
   """The 16-lambda sweep of ``steps`` steps: jaxmask (one vmapped program) vs torch eager (and compiled).
 
-  Torch times ``lambdas_timed`` of the 16 lambdas and scales to 16; jaxmask times ``jax_steps`` steps and
-  scales to ``steps`` (both linear: every step and lambda costs the same).
+  jaxmask runs ``steps`` steps (chunks of ``chunk``) when ``chunk`` divides ``steps``, else times one chunk
+  and scales it; torch runs ``torch_steps`` steps of ``lambdas_timed`` of the 16 lambdas and scales to
+  16 x ``steps`` (every step and lambda costs the same). ``extrapolated`` says whether either scaled.
   """
   params, items = common.sized(size)
-  program = common.program(size, len(LAMBDAS), jax_steps)
-  jax_seconds = program.seconds(repeats=2) * steps / jax_steps
+  program = common.program(size, len(LAMBDAS), chunk)
+  exact = steps % chunk == 0 and steps // chunk <= 3
+  jax_seconds = _jax_sweep_seconds(program, steps) if exact else program.seconds(repeats=2) * steps / chunk
   out = {"size": size, "steps": steps, "lambdas": len(LAMBDAS), "jax_sweep_seconds": jax_seconds,
-         "jax_compile_seconds": program.compile_seconds, "jax_steps_timed": jax_steps,
-         "torch_lambdas_timed": lambdas_timed, "extrapolated": lambdas_timed < len(LAMBDAS) or jax_steps < steps}
-  scale = len(LAMBDAS) / lambdas_timed
-  eager = _time_torch(params, items, LAMBDAS[:lambdas_timed], steps, compiled=False)
+         "jax_compile_seconds": program.compile_seconds, "jax_steps_timed": steps if exact else chunk,
+         "torch_lambdas_timed": lambdas_timed, "torch_steps_timed": torch_steps,
+         "extrapolated": lambdas_timed < len(LAMBDAS) or torch_steps < steps or not exact}
+  scale = len(LAMBDAS) * steps / (lambdas_timed * torch_steps)
+  eager = _time_torch(params, items, LAMBDAS[:lambdas_timed], torch_steps, compiled=False)
   out["torch_eager_sweep_seconds"] = eager["seconds"] * scale
   out["torch_eager_per_step_ms"] = eager["per_step_ms"]
   out["speedup"] = out["torch_eager_sweep_seconds"] / jax_seconds
   if with_compile:
-    comp = _time_torch(params, items, LAMBDAS[:lambdas_timed], steps, compiled=True)
+    comp = _time_torch(params, items, LAMBDAS[:lambdas_timed], torch_steps, compiled=True)
     out["torch_compile_sweep_seconds"] = comp["seconds"] * scale
     out["torch_compile_per_step_ms"] = comp["per_step_ms"]
     out["torch_compile_seconds"] = comp["warmup_seconds"]
@@ -153,23 +166,38 @@ def compare(size: dict[str, int], steps: int, lambdas_timed: int, with_compile: 
   return out
 
 
+def best_threads(params: lstm.Params, items: search.Items, steps: int = 5) -> dict[str, Any]:
+  """Sets torch to the faster of 1 thread and all cores for this eager step (small ops can run faster on one)."""
+  per_step = {}
+  for threads in sorted({1, common.os.cpu_count()}):
+    torch.set_num_threads(threads)
+    per_step[threads] = _time_torch(params, items, LAMBDAS[:1], steps, compiled=False)["per_step_ms"]
+  best = min(per_step, key=per_step.get)
+  torch.set_num_threads(best)
+  return {"threads": best, "calibration_ms_per_step": {str(k): v for k, v in per_step.items()}}
+
+
 def run(quick: bool) -> dict[str, Any]:
   if torch is None:
     return {"skipped": "torch is not installed (pip install jaxmask[torch])"}
-  torch.set_num_threads(common.os.cpu_count())
-  steps = 40 if quick else 200
-  default = compare(common.DEFAULT, steps, lambdas_timed=4 if quick else 16, with_compile=True, jax_steps=steps)
-  gul = compare(common.GULORDAVA, steps, lambdas_timed=1, with_compile=not quick, jax_steps=1 if quick else 2)
+  steps, chunk = (20, 10) if quick else (90, 30)
+  threads = best_threads(*common.sized(common.DEFAULT))
+  default = compare(common.DEFAULT, steps, chunk, lambdas_timed=4 if quick else 16, torch_steps=steps,
+                    with_compile=True)
+  gul = compare(common.GULORDAVA, steps, 1 if quick else 2, lambdas_timed=1, torch_steps=2 if quick else 3,
+                with_compile=not quick)
   result = dict(default)
-  result["gulordava"] = gul
+  result.update(gulordava=gul, torch_threads=threads)
   rows = []
   for name, r in (("default 2x128", default), ("Gulordava 2x650, V=50k", gul)):
     rows.append([name, r["jax_per_lambda_step_ms"], r["torch_eager_per_step_ms"],
                  r.get("torch_compile_per_step_ms", "not run"), r["jax_sweep_seconds"],
                  r["torch_eager_sweep_seconds"], r.get("torch_compile_sweep_seconds", "not run"), r["speedup"],
-                 r.get("speedup_vs_compile", "not run"), "yes" if r["extrapolated"] else "no"])
+                 r.get("speedup_vs_compile", "not run"),
+                 f"torch {r['torch_lambdas_timed']} λ x {r['torch_steps_timed']} steps, jax {r['jax_steps_timed']} steps"])
   print(common.table(f"PyTorch reference: 16-lambda sweep, {steps} steps, batch 64 (torch threads = "
-                     f"{torch.get_num_threads()})",
+                     f"{threads['threads']}, the faster of {threads['calibration_ms_per_step']} ms/step; "
+                     f"compile times apart)",
                      ["size", "jax ms/(λ·step)", "eager ms/step", "compile ms/step", "jax sweep s", "eager sweep s",
-                      "compile sweep s", "speedup vs eager", "speedup vs compile", "extrapolated"], rows))
+                      "compile sweep s", "speedup vs eager", "speedup vs compile", "timed (rest scaled)"], rows))
   return result

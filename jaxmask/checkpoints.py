@@ -47,15 +47,24 @@ def save(directory: str, params: lstm.Params, vocab: list[str], extra_config: di
 
 
 def read_vocab(path: str) -> list[str]:
-  """One word per line, index = line number (colorlessgreenRNNs' format); blank lines are errors."""
-  with open(path, encoding="utf-8") as f:
-    words = f.read().split("\n")
-  if words and words[-1] == "":
-    words.pop()
+  """One word per line, index = line number (colorlessgreenRNNs' format).
+
+  Surrounding whitespace is stripped (as colorlessgreenRNNs' whitespace split does); a blank line or a
+  line holding two words is an error naming the line, since it would shift every later index.
+  """
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = f.read().split("\n")
+  except FileNotFoundError:
+    raise CheckpointError(f"vocabulary file {path} does not exist; give the vocabulary the model was trained "
+                          f"with (one word per line).") from None
+  if lines and lines[-1].strip() == "":
+    lines.pop()
+  words = [line.strip() for line in lines]
   for i, w in enumerate(words):
-    if not w.strip() or w != w.strip():
-      raise CheckpointError(f"{path}, line {i + 1}: expected one word per line, got {w!r}; remove the blank or "
-                            f"padded line.")
+    if not w or len(w.split()) != 1:
+      raise CheckpointError(f"{path}, line {i + 1}: expected one word per line, got {lines[i]!r}; fix the line "
+                            f"(every word's index is its line number).")
   if not words:
     raise CheckpointError(f"{path} is empty; a vocabulary file holds one word per line.")
   return words

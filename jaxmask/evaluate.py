@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app
-from absl import logging
 from absl import flags
+from absl import logging
 
 from jaxmask import checkpoints
 from jaxmask import lstm
@@ -277,7 +277,7 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     if FLAGS.context_sentences > 0:
       contexts = running_text(vocab, 5, FLAGS.context_sentences, FLAGS.seed)
     result = evaluate_pairs(params, vocab, pairs, units, FLAGS.intervention, pct_female, contexts)
-    text = json.dumps(result, indent=2)
+    text = json.dumps(_finite(result), indent=2)
     if FLAGS.output:
       os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
       with open(FLAGS.output, "w", encoding="utf-8") as f:
@@ -286,6 +286,15 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     sys.exit(f"evaluate: {e}")
   print(text if not FLAGS.output else f"evaluate: accuracy {result['accuracy']:.4f} on {result['items']} items "
         f"({result['skipped_oov']} skipped as out of vocabulary); wrote {FLAGS.output}")
+
+
+def _finite(tree: Any) -> Any:
+  """NaN (no items to score, a constant variable) becomes null, so the JSON stays standard."""
+  if isinstance(tree, dict):
+    return {k: _finite(v) for k, v in tree.items()}
+  if isinstance(tree, list):
+    return [_finite(v) for v in tree]
+  return None if isinstance(tree, float) and np.isnan(tree) else tree
 
 
 if __name__ == "__main__":

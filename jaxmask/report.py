@@ -93,8 +93,8 @@ def trace_plot(traces: dict[str, Any], results: dict[str, Any], path: str) -> No
   plt.close(fig)
 
 
-def _pct(x: float) -> str:
-  return f"{100 * x:.1f}%"
+def _pct(x: float | None) -> str:
+  return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def summary(results: dict[str, Any]) -> str:
@@ -109,6 +109,7 @@ def summary(results: dict[str, Any]) -> str:
            f"search items) that the clean model gets right on both the prefix and the counterfactual.", "",
            "## Selected set", "",
            f"The smallest set whose held-out flip rate reaches {cfg['target_flip']:.2f}"
+           + (" in every condition" if cfg.get("select_by") == "every_condition" else " overall")
            + ("" if sel["reached_target"] else " (**no set reached it: the best set is shown**)") + ":", "",
            "| | |", "|---|---|",
            f"| method, lambda | {sel['method']}, {sel['lambda']:.4g} |",

@@ -147,14 +147,21 @@ def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray
                      jnp.asarray(gates_SxN, jnp.float32), batch_size=chunk)
 
 
-@functools.partial(jax.jit, static_argnames=("sites", "chunk"))
 def control_kl(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.ndarray, mean_h: dict | None = None,
-               sites: str = "h", chunk: int = 8) -> jax.Array:
+               sites: str = "h", max_floats: int = 2 ** 25) -> jax.Array:
   """KL(p_model || p_intervened) in nats per token on control text, for each of S gate vectors: float32[S].
 
   Plain text has no counterfactual, so the units are replaced by their mean (``mean_h``, default: the
-  mean over the control text itself) at every step.
+  mean over the control text itself) at every step. Sets are processed a few at a time so that the
+  (sets, B, T, V) log-probabilities stay under ``max_floats`` floats (128 MiB by default).
   """
+  batch, steps = control.tokens.shape
+  chunk = max(1, min(32, max_floats // (batch * steps * int(params["decoder"]["w"].shape[0]))))
+  return _control_kl(params, control, gates_SxN, mean_h, sites, chunk)
+
+
+@functools.partial(jax.jit, static_argnames=("sites", "chunk"))
+def _control_kl(params, control, gates_SxN, mean_h, sites, chunk):
   mean_h = mean_h if mean_h is not None else mean_states(params, control.tokens, control.length)
   shape = (len(params["layers"]), 1, 1, -1)
   log_p = jax.nn.log_softmax(lstm.apply(params, control.tokens), axis=-1)

@@ -44,18 +44,19 @@ class LMConfig:
   embed_size: int = 128
   hidden_size: int = 128
   num_layers: int = 2
-  num_sentences: int = 150_000  # generated training sentences (grammar.corpus, split "train")
+  tie_weights: bool = True  # decoder = embedding (needs embed_size == hidden_size); learns agreement sooner
+  num_sentences: int = 200_000  # generated training sentences (grammar.corpus, split "train")
   valid_sentences: int = 1_000  # generated validation sentences (another seed)
   row_length: int = 48  # tokens per training row, whole sentences only
-  batch_size: int = 64
-  steps: int = 2_400
-  learning_rate: float = 3e-3
-  warmup_steps: int = 50
+  batch_size: int = 32
+  steps: int = 2_000
+  learning_rate: float = 6e-3
+  warmup_steps: int = 100
   final_lr_fraction: float = 0.05  # cosine decay from learning_rate down to this fraction of it
   clip_norm: float = 1.0
   seed: int = 0
   checkpoint_every: int = 250
-  eval_every: int = 400
+  eval_every: int = 500
 
 
 def config_from_dict(values: dict[str, Any]) -> LMConfig:
@@ -65,7 +66,8 @@ def config_from_dict(values: dict[str, Any]) -> LMConfig:
   if unknown:
     raise TrainingError(f"unknown LM config field(s) {', '.join(unknown)}; known: {', '.join(names)}.")
   types = {f.name: type(f.default) for f in dataclasses.fields(LMConfig)}
-  return LMConfig(**{k: types[k](v) for k, v in values.items()})
+  parse = lambda k, v: (str(v).lower() in ("1", "true")) if types[k] is bool else types[k](v)
+  return LMConfig(**{k: parse(k, v) for k, v in values.items()})
 
 
 def read_flagfile(path: str) -> LMConfig:
@@ -119,6 +121,11 @@ def pack_rows(sentences: list[list[int]], row_length: int, eos: int) -> np.ndarr
   return np.asarray(rows, np.int32).reshape(-1, row_length + 1)
 
 
+def tie(params: lstm.Params) -> lstm.Params:
+  """The same parameters with the decoder's weights replaced by the embedding (tied weights)."""
+  return {**params, "decoder": {"w": params["embedding"], "b": params["decoder"]["b"]}}
+
+
 def masked_nll(params: lstm.Params, rows_BxT1: jax.Array, eos: int) -> tuple[jax.Array, jax.Array]:
   """(summed negative log-likelihood, number of scored tokens) of rows packed by ``pack_rows``."""
   inputs = jnp.where(rows_BxT1[:, :-1] < 0, eos, rows_BxT1[:, :-1])
@@ -129,11 +136,15 @@ def masked_nll(params: lstm.Params, rows_BxT1: jax.Array, eos: int) -> tuple[jax
   return jnp.sum(nll * mask), jnp.sum(mask)
 
 
-@functools.partial(jax.jit, static_argnames="eos", donate_argnums=0)
-def train_step(state: train_state.TrainState, rows_BxT1: jax.Array, eos: int) -> tuple[train_state.TrainState, jax.Array]:
-  """One Adam step on the mean next-token cross-entropy of a batch of packed rows; returns (state, loss)."""
+@functools.partial(jax.jit, static_argnames=("eos", "tied"), donate_argnums=0)
+def train_step(state: train_state.TrainState, rows_BxT1: jax.Array, eos: int,
+               tied: bool = False) -> tuple[train_state.TrainState, jax.Array]:
+  """One Adam step on the mean next-token cross-entropy of a batch of packed rows; returns (state, loss).
+
+  With ``tied`` the decoder reads the embedding; the state's own decoder weights then get no gradient.
+  """
   def loss_fn(params):
-    total, count = masked_nll(params, rows_BxT1, eos)
+    total, count = masked_nll(tie(params) if tied else params, rows_BxT1, eos)
     return total / jnp.maximum(count, 1.0)
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   return state.apply_gradients(grads=grads), loss
@@ -239,6 +250,10 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
   """
   if isinstance(config, dict):
     config = config_from_dict(config)
+  if config.tie_weights and config.embed_size != config.hidden_size:
+    raise TrainingError(f"tie_weights needs embed_size == hidden_size, got {config.embed_size} and "
+                        f"{config.hidden_size}.")
+  model = tie if config.tie_weights else (lambda p: p)
   workdir = os.path.abspath(workdir)
   started = time.time()
   vocab, train_rows, valid_rows = corpus if corpus is not None else build_corpus(config)
@@ -255,6 +270,9 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
       os.path.join(workdir, "train_state"),
       options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
   start_step = manager.latest_step() or 0
+  if start_step == config.steps and os.path.exists(os.path.join(workdir, "config.json")):
+    manager.close()
+    return checkpoints.load(workdir)[0]  # already finished: keep its checkpoint and recorded metrics
   if start_step:
     restored = manager.restore(start_step, args=ocp.args.StandardRestore(_saved(state)))
     state = state.replace(step=jnp.asarray(restored["step"]), params=restored["params"],
@@ -268,7 +286,7 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
   try:
     for step in range(start_step, config.steps):
       rows = batches(step)
-      state, loss = train_step(state, jnp.asarray(rows), eos)
+      state, loss = train_step(state, jnp.asarray(rows), eos, config.tie_weights)
       loss = float(loss)
       if not np.isfinite(loss):
         raise TrainingError(
@@ -281,7 +299,7 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
         tokens += int((rows[:, 1:] >= 0).sum())
       done = step + 1
       if done % config.eval_every == 0 or done == config.steps:
-        valid_ppl = perplexity(state.params, valid_rows, eos, config.batch_size)
+        valid_ppl = perplexity(model(state.params), valid_rows, eos, config.batch_size)
       if done % config.checkpoint_every == 0 or done == config.steps:
         manager.save(done, args=ocp.args.StandardSave(_saved(state)))
       bar.update(1)
@@ -294,13 +312,14 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
     manager.close()
 
   if np.isnan(valid_ppl):
-    valid_ppl = perplexity(state.params, valid_rows, eos, config.batch_size)
+    valid_ppl = perplexity(model(state.params), valid_rows, eos, config.batch_size)
   metrics = {"valid_perplexity": valid_ppl, "corpus_seconds": round(corpus_seconds, 1),
              "train_seconds": round(time.time() - loop_started, 1), "total_seconds": round(time.time() - started, 1),
              "steps_this_run": config.steps - start_step, "train_rows": int(len(train_rows)),
              "tokens_per_second": round(tokens / (time.time() - timed_since)) if tokens else None}
-  checkpoints.save(workdir, state.params, vocab, {"train": dataclasses.asdict(config), "metrics": metrics})
-  return state.params
+  params = model(state.params)
+  checkpoints.save(workdir, params, vocab, {"train": dataclasses.asdict(config), "metrics": metrics})
+  return params
 
 
 def _saved(state: train_state.TrainState) -> dict[str, Any]:
@@ -311,7 +330,7 @@ def _saved(state: train_state.TrainState) -> dict[str, Any]:
 def _define_flags() -> None:
   """Flags mirror LMConfig's fields; defined only when run as a program, so importing never adds flags."""
   for field in dataclasses.fields(LMConfig):
-    define = {int: flags.DEFINE_integer, float: flags.DEFINE_float}[type(field.default)]
+    define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool}[type(field.default)]
     define(field.name, field.default, f"LMConfig.{field.name}")
   flags.DEFINE_string("workdir", "workdir_lm", "Checkpoint directory to write (and resume from).")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")

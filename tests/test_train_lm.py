@@ -91,6 +91,10 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
   assert config["metrics"]["steps_this_run"] == 20  # resumed from step 10, not from scratch
   for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+  again = train_lm.train(SMALL, str(tmp_path / "b"), progress=False, corpus=corpus)  # finished: loads, no retraining
+  assert checkpoints.load(str(tmp_path / "b"))[1]["metrics"] == config["metrics"]
+  for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_nan_loss_stops_with_one_sentence_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
