@@ -150,7 +150,7 @@ def step_flops(batch: int, steps: int, hidden: int, num_layers: int, vocab: int,
           "shared_once_per_sweep": shared}
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+def matmul_peak(n: int = 2048, repeats: int = 10) -> dict[str, float]:
   """The machine's fp32 matmul throughput: a jitted ``jnp.dot`` of two n x n matrices, best of ``repeats``."""
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)

@@ -66,7 +66,7 @@ def _first_reach(objective: np.ndarray, bar: float) -> int | None:
   return int(hits[0]) if hits.size else None
 
 
-def run(setup: dict[str, Any], quick: bool, lam: float = 0.003) -> dict[str, Any]:
+def run(setup: dict[str, Any], quick: bool, lam: float = 0.01) -> dict[str, Any]:
   params, items, heldout = setup["params"], setup["items"], setup["heldout"]
   # J and the flip rate are scored on fixed random subsets (the search still samples from every item).
   rng = np.random.default_rng(0)

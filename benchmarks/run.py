@@ -25,7 +25,7 @@ _QUICK = flags.DEFINE_bool("quick", False, "Shorter runs of every part (< 3 minu
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained LM checkpoint directory (default: random weights).")
 _PARTS = flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, of {', '.join(PARTS)}.")
 _TABLES = flags.DEFINE_string("tables", None, "Also write the printed tables to this Markdown file.")
-_LAMBDA = flags.DEFINE_float("estimators_lambda", 0.003, "The sparsity coefficient of the estimators part.")
+_LAMBDA = flags.DEFINE_float("estimators_lambda", 0.01, "The sparsity coefficient of the estimators part.")
 
 
 def _headline(results: dict) -> dict:

@@ -30,14 +30,9 @@ INTERVENTIONS = ("counterfactual", "zero", "mean")
 
 
 @jax.jit
-def _margins_chunk(params: lstm.Params, prefix_BxT: jax.Array, length_B: jax.Array, target_B: jax.Array,
-                   foil_B: jax.Array, h0_LxBxH: jax.Array, c0_LxBxH: jax.Array) -> jax.Array:
-  x_BxTxE = params["embedding"][prefix_BxT]
-  h_LxBxTxH, _ = lstm.run_layers(params, lstm.input_projection(params["layers"][0], x_BxTxE),
-                                 initial_state=(h0_LxBxH, c0_LxBxH))
-  top_BxH = jnp.take_along_axis(h_LxBxTxH[-1], (length_B - 1)[:, None, None], axis=1)[:, 0]
-  w, b = params["decoder"]["w"], params["decoder"]["b"]
-  return jnp.sum(top_BxH * (w[target_B] - w[foil_B]), axis=-1) + b[target_B] - b[foil_B]
+def _margins_chunk(params: lstm.Params, items: search.Items, h0_LxBxH: jax.Array, c0_LxBxH: jax.Array) -> jax.Array:
+  xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.prefix])
+  return search.margin(params, items, xproj0, None, None, None, initial_state=(h0_LxBxH, c0_LxBxH))
 
 
 def margins(params: lstm.Params, items: search.Items,
@@ -62,9 +57,8 @@ def margins(params: lstm.Params, items: search.Items,
     initial_state = (jnp.zeros((num_layers, hidden)), jnp.zeros((num_layers, hidden)))
   h0, c0 = (jnp.broadcast_to(s[:, None, :], (num_layers, batch_size, hidden)) for s in initial_state)
   pad = -count % batch_size
-  fields = [np.asarray(a) for a in (items.prefix, items.length, items.target, items.foil)]
-  fields = [np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) for a in fields]
-  out = [np.asarray(_margins_chunk(params, *(jnp.asarray(a[i:i + batch_size]) for a in fields), h0, c0))
+  padded = jax.tree.map(lambda a: np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[:1], pad, axis=0)]), items)
+  out = [np.asarray(_margins_chunk(params, padded.take(slice(i, i + batch_size)), h0, c0))
          for i in range(0, count + pad, batch_size)]
   return np.concatenate(out)[:count]
 

@@ -104,14 +104,16 @@ def _replacement(params: lstm.Params, items: Items, replacement: str, mean: dict
   raise ValueError(f"unknown replacement {replacement!r}; use one of {', '.join(REPLACEMENTS)}.")
 
 
-def margin(params: lstm.Params, items: Items, xproj0: jax.Array, gates_N: jax.Array, r_h: jax.Array,
-           r_c: jax.Array | None, sites: str = "h") -> jax.Array:
-  """logit(target) - logit(foil) at position length - 1 under the intervention; shape (B,).
+def margin(params: lstm.Params, items: Items, xproj0: jax.Array, gates_N: jax.Array | None, r_h: jax.Array | None,
+           r_c: jax.Array | None, sites: str = "h", initial_state: tuple[jax.Array, jax.Array] | None = None
+           ) -> jax.Array:
+  """logit(target) - logit(foil) at position length - 1 under the intervention (none when gates_N is None); (B,).
 
   Only the decoder rows of the target and foil are used: the full softmax is never needed.
   """
-  intervention = lstm.Intervention(gates_N=gates_N, h_LxBxTxH=r_h, c_LxBxTxH=r_c, sites=sites)
-  h, _ = lstm.run_layers(params, xproj0, intervention)
+  intervention = None if gates_N is None else lstm.Intervention(gates_N=gates_N, h_LxBxTxH=r_h, c_LxBxTxH=r_c,
+                                                                sites=sites)
+  h, _ = lstm.run_layers(params, xproj0, intervention, initial_state)
   h_last_BxH = h[-1][jnp.arange(h.shape[1]), items.length - 1]
   w, b = params["decoder"]["w"], params["decoder"]["b"]
   return jnp.sum((w[items.target] - w[items.foil]) * h_last_BxH, axis=-1) + b[items.target] - b[items.foil]
