@@ -50,6 +50,7 @@ class Config:
   mu: float = 0.0
   seed: int = 0
   target_flip: float = 0.95
+  only_known: bool = True             # measure flips only on items the clean model gets right both ways
   select_by: str = "every_condition"  # or "overall": which held-out flip rate must reach target_flip
   baselines: str = "all"               # "all" or "none"
   baseline_ks: tuple[int, ...] = (1, 2, 4, 8, 16)
@@ -335,9 +336,11 @@ def run(config: Config) -> dict[str, Any]:
                                              vocab, f"built-in {other_name} items", needs_cf)
   clean = np.asarray(search.margins(params, heldout_items))[0]
   clean_by_condition = {k: 1 - v for k, v in flip_rates(clean[None], heldout_pairs)[1][0].items()}
-  search_items, search_pairs, search_known = known(params, search_items, search_pairs)
-  heldout_items, heldout_pairs, heldout_known = known(params, heldout_items, heldout_pairs)
-  other_items, other_pairs, _ = known(params, other_items, other_pairs)
+  search_known = heldout_known = {}
+  if config.only_known:
+    search_items, search_pairs, search_known = known(params, search_items, search_pairs)
+    heldout_items, heldout_pairs, heldout_known = known(params, heldout_items, heldout_pairs)
+    other_items, other_pairs, _ = known(params, other_items, other_pairs)
   for what, count, flag in (("search", len(search_pairs), "--train_items"),
                             ("held-out", len(heldout_pairs), "--eval_items")):
     if count == 0:

@@ -33,6 +33,8 @@ flags.DEFINE_enum("replacement", _D.replacement, ["counterfactual", "zero", "mea
 flags.DEFINE_float("mu", _D.mu, "Weight of the KL control term on held-out text (0 = off).")
 flags.DEFINE_integer("seed", _D.seed, "Random seed.")
 flags.DEFINE_float("target_flip", _D.target_flip, "Held-out flip rate the selected (smallest) set must reach.")
+flags.DEFINE_boolean("only_known", _D.only_known, "Measure flips only on items the clean model gets right on both "
+                     "the prefix and the counterfactual (recommended; off only for untrained models).")
 flags.DEFINE_enum("select_by", _D.select_by, ["every_condition", "overall"],
                   "Whether every condition's held-out flip rate, or the overall one, must reach --target_flip.")
 flags.DEFINE_enum("baselines", _D.baselines, ["all", "none"], "Also run REINFORCE, single-unit, IG, probe, random.")

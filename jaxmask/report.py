@@ -104,9 +104,12 @@ def summary(results: dict[str, Any]) -> str:
            f"Model: `{model['checkpoint']}` ({model['layers']} x {model['hidden']} LSTM, {model['num_units']} units). "
            f"Clean held-out accuracy: {_pct(results['items']['heldout_clean_accuracy'])} "
            f"on {results['items']['heldout']['items']} items "
-           f"({results['items']['heldout']['skipped_oov']} skipped as out of vocabulary). Flip rates are measured on "
-           f"the {results['items']['heldout']['known']} held-out items (and {results['items']['search']['known']} "
-           f"search items) that the clean model gets right on both the prefix and the counterfactual.", "",
+           f"({results['items']['heldout']['skipped_oov']} skipped as out of vocabulary). "
+           + (f"Flip rates are measured on the {results['items']['heldout']['known']} held-out items (and "
+              f"{results['items']['search']['known']} search items) that the clean model gets right on both the "
+              f"prefix and the counterfactual." if results["config"]["only_known"] else
+              "Flip rates are measured on all items (--only_known=false), including those the clean model gets wrong."),
+           "",
            "## Selected set", "",
            f"The smallest set whose held-out flip rate reaches {cfg['target_flip']:.2f}"
            + (" in every condition" if cfg.get("select_by") == "every_condition" else " overall")

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+import planted
 from jaxmask import checkpoints, data, experiment, lstm, search, train_lm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _tiny_config(workdir, checkpoint, **overrides):
   values = dict(workdir=str(workdir), checkpoint=str(checkpoint), lambdas=(0.001, 0.01, 0.1, 1.0), steps=40,
                 chunk_steps=20, batch_size=16, train_per_cell=3, eval_per_cell=3, control_sentences=20,
-                baseline_ks=(1, 2, 4), random_draws=4)
+                baseline_ks=(1, 2, 4), random_draws=4, only_known=False)
   values.update(overrides)
   return experiment.Config(**values)
 
@@ -44,8 +45,7 @@ def test_main_job_writes_its_outputs_and_resumes_to_the_same_result(tiny_lm, tmp
     assert set(row) >= {"method", "lambda", "units", "expected_l0", "train_flip_rate", "heldout_flip_rate",
                         "heldout_flip_rate_by_condition", "control_kl", "seconds"}
     assert 0.0 <= row["heldout_flip_rate"] <= 1.0 and row["control_kl"] >= 0.0
-  # Flip rates are measured on items the clean model gets right, so the empty set flips none of them.
-  assert all(r["heldout_flip_rate"] == 0.0 for r in saved["sweep"] if not r["units"])
+  # The all-unit intervention turns the model into its counterfactual run: it flips what the clean model got right.
   assert set(saved["selected"]) >= {"method", "lambda", "units", "units_readable", "heldout_flip_rate",
                                     "control_kl", "other_phenomenon_flip_rate"}
   assert set(saved["baselines"]) == {"hard_concrete", "reinforce", "single_unit", "integrated_gradients", "probe",
@@ -71,6 +71,25 @@ def test_main_job_writes_its_outputs_and_resumes_to_the_same_result(tiny_lm, tmp
   for a, b in zip(results["sweep"], resumed["sweep"]):
     assert a["units"] == b["units"] and a["heldout_flip_rate"] == pytest.approx(b["heldout_flip_rate"])
   assert resumed["selected"]["units"] == results["selected"]["units"]
+
+
+def test_known_keeps_the_items_the_model_gets_right_both_ways():
+  items = planted.items(8)
+  swapped = items.replace(target=items.target.at[:3].set(items.foil[:3]), foil=items.foil.at[:3].set(items.target[:3]))
+  pairs = [data.Pair(("x",), "y", "z", condition=str(i)) for i in range(8)]
+  kept, kept_pairs, stats = experiment.known(planted.params(), swapped, pairs)
+  assert [p.condition for p in kept_pairs] == [str(i) for i in range(3, 8)]
+  assert stats == {"encoded": 8, "known": 5, "wrong_on_prefix": 3, "wrong_on_counterfactual": 3}
+  assert kept.prefix.shape[0] == 5
+
+
+def test_select_smallest_set_reaching_the_target_in_every_condition():
+  rows = [{"units": [1, 2, 3], "heldout_flip_rate": 0.99, "heldout_flip_rate_by_condition": {"a": 1.0, "b": 0.97}},
+          {"units": [1, 2], "heldout_flip_rate": 0.96, "heldout_flip_rate_by_condition": {"a": 1.0, "b": 0.9}},
+          {"units": [], "heldout_flip_rate": 0.0, "heldout_flip_rate_by_condition": {"a": 0.0, "b": 0.0}}]
+  assert experiment.select(rows, 0.95, every_condition=True) == (0, True)
+  assert experiment.select(rows, 0.95, every_condition=False) == (1, True)
+  assert experiment.select(rows, 0.999, every_condition=True) == (0, False)
 
 
 def test_other_settings_in_the_same_workdir_are_refused(tiny_lm, tmp_path):
