@@ -40,6 +40,29 @@ def _headline(results: dict) -> dict:
                        "fraction_of_peak_gulordava": get("roofline", "fraction_of_peak_gulordava")}}
 
 
+GOALS = (  # (part, key, goal, what): jaxmask's advantage or fraction, and the issue's goal for it
+    ("estimators", "speedup", 10.0, "Hard Concrete reaches its final objective sooner than REINFORCE (time)"),
+    ("sweep", "throughput_ratio_16", 1.5, "16 lambdas vmapped vs looped, throughput"),
+    ("torch", "speedup", 2.0, "16-lambda sweep vs PyTorch eager, default size"),
+    ("torch", "speedup_vs_compile", 1.0, "16-lambda sweep vs torch.compile, default size"),
+    ("ablation", "speedup", 50.0, "all-unit pass vs Lakretz et al. (PyTorch eager, batch 1)"),
+    ("ablation", "speedup_vs_batched_loop", None, "all-unit pass vs per-unit PyTorch loop batched over items"),
+    ("roofline", "fraction_of_peak", 0.4, "16-lambda step, default size: fraction of matmul peak"),
+    ("roofline", "fraction_of_peak_gulordava", 0.6, "16-lambda step, Gulordava size: fraction of matmul peak"),
+)
+
+
+def _goals_table(results: dict) -> None:
+  rows = []
+  for part, key, goal, what in GOALS:
+    value = results.get(part, {}).get(key)
+    bound = ">= " if part == "estimators" and results.get(part, {}).get("speedup_is_lower_bound") else ""
+    met = "-" if value is None or goal is None else ("yes" if value >= goal else "NO")
+    rows.append([f"{part}.{key}", what, "none" if goal is None else f">= {goal:g}",
+                 "not run" if value is None else f"{bound}{value:.3g}", met])
+  print(common.table("Goals of issue 6", ["figure", "what", "goal", "measured", "met"], rows))
+
+
 def _finite(tree):
   """The results with NaN (a figure that measures nothing, e.g. a degenerate seed) as null: strict JSON."""
   if isinstance(tree, dict):
@@ -81,6 +104,7 @@ def main(argv: list[str]) -> None:
   results["part_seconds"] = timings
   results["total_seconds"] = sum(timings.values())
   results["headline"] = _headline(results)
+  _goals_table(results)
   with open(_OUTPUT.value, "w", encoding="utf-8") as f:
     json.dump(_finite(results), f, indent=1, default=float)
   if _TABLES.value:

@@ -10,6 +10,7 @@ sweep, eager and under ``torch.compile``, at the default size and at the Gulorda
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -169,7 +170,7 @@ def compare(size: dict[str, int], steps: int, chunk: int, lambdas_timed: int, to
 def best_threads(params: lstm.Params, items: search.Items, steps: int = 5) -> dict[str, Any]:
   """Sets torch to the faster of 1 thread and all cores for this eager step (small ops can run faster on one)."""
   per_step = {}
-  for threads in sorted({1, common.os.cpu_count()}):
+  for threads in sorted({1, os.cpu_count()}):
     torch.set_num_threads(threads)
     per_step[threads] = _time_torch(params, items, LAMBDAS[:1], steps, compiled=False)["per_step_ms"]
   best = min(per_step, key=per_step.get)
@@ -196,7 +197,8 @@ def run(quick: bool) -> dict[str, Any]:
                  r.get("speedup_vs_compile", "not run"),
                  f"torch {r['torch_lambdas_timed']} λ x {r['torch_steps_timed']} steps, jax {r['jax_steps_timed']} steps"])
   print(common.table(f"PyTorch reference: 16-lambda sweep, {steps} steps, batch 64 (torch threads = "
-                     f"{threads['threads']}, the faster of {threads['calibration_ms_per_step']} ms/step; "
+                     f"{threads['threads']}, the faster of " + ", ".join(
+                         f"{k}: {v:.3g}" for k, v in threads["calibration_ms_per_step"].items()) + " ms/step; "
                      f"compile times apart)",
                      ["size", "jax ms/(λ·step)", "eager ms/step", "compile ms/step", "jax sweep s", "eager sweep s",
                       "compile sweep s", "speedup vs eager", "speedup vs compile", "timed (rest scaled)"], rows))

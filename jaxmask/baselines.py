@@ -174,16 +174,22 @@ def top_k(scores_N, k: int) -> list[int]:
 def sweep_at_k(params: lstm.Params, items: search.Items, result: search.SweepResult, ks: Sequence[int],
                replacement: str = "counterfactual", sites: str = "h", mean_h: dict | None = None
                ) -> list[list[int]]:
-  """For each k, the best set of at most k units among a sweep's per-lambda sets (Hard Concrete or REINFORCE).
+  """For each k, the best set of at most k units that a sweep (Hard Concrete or REINFORCE) produced.
 
-  Rule: among the sets of ``result.units`` with size <= k, the one with the highest flip rate on ``items``
-  (the search items: nothing held out is used); ties go to the lower mean flip loss, then to the smaller
-  set. When no lambda gave a set that small, the empty set. All candidate sets are evaluated in one
-  ``search.margins`` call.
+  Candidates: every lambda's selected set of size <= k, and, for every lambda whose set is larger than k,
+  its k units with the largest gate logits (the sweep's own ranking, as single-unit effects and IG are
+  ranked by score). Rule: the candidate with the highest flip rate on ``items`` (the search items: nothing
+  held out is used); ties go to the lower mean flip loss, then to the smaller set; no candidate, the empty
+  set. All candidates are evaluated in one ``search.margins`` call.
   """
-  candidates = [list(u) for u in result.units]
+  candidates = []
+  for k in ks:
+    for units, logits in zip(result.units, result.logits):
+      units = list(units) if len(units) <= k else sorted(sorted(units, key=lambda u: -logits[u])[:k])
+      if units not in candidates:
+        candidates.append(units)
   m_SxB = search.margins(params, items, search.units_to_gates(candidates, lstm.num_units(params, sites)),
-                   replacement, mean_h, sites)
+                         replacement, mean_h, sites)
   flip_rate = np.asarray((m_SxB < 0).mean(axis=1))
   loss = np.asarray(objectives.flip_loss(m_SxB).mean(axis=1))
   order = sorted(range(len(candidates)), key=lambda s: (-flip_rate[s], loss[s], len(candidates[s])))

@@ -40,7 +40,7 @@ class Config:
   eval_items: str = ""                 # "" = built-in generated items ("heldout" split)
   train_per_cell: int = 40
   eval_per_cell: int = 40
-  lambdas: tuple[float, ...] = tuple(np.geomspace(3e-4, 0.1, 16).round(6).tolist())
+  lambdas: tuple[float, ...] = tuple(np.geomspace(1e-3, 1.0, 16).round(6).tolist())
   method: str = "hard_concrete"
   steps: int = 300
   learning_rate: float = 0.1

@@ -54,15 +54,20 @@ def _numbers(name: str, cast):
                                      f"of numbers.") from None
 
 
+def config_from_flags() -> experiment.Config:
+  """The experiment.Config that the parsed flags describe."""
+  names = [f for f in experiment.Config.__dataclass_fields__ if f not in ("lambdas", "baseline_ks")]
+  return experiment.Config(**{n: FLAGS[n].value for n in names}, lambdas=_numbers("lambdas", float),
+                           baseline_ks=_numbers("baseline_ks", int))
+
+
 def main(argv: list[str]) -> None:
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
   if len(argv) > 1:
     sys.exit(f"Unexpected arguments {' '.join(argv[1:])}; every setting is a --flag (see --help).")
-  names = [f for f in experiment.Config.__dataclass_fields__ if f not in ("lambdas", "baseline_ks")]
   try:
-    config = experiment.Config(**{n: FLAGS[n].value for n in names}, lambdas=_numbers("lambdas", float),
-                               baseline_ks=_numbers("baseline_ks", int))
+    config = config_from_flags()
     results = experiment.run(config)
   except (experiment.ExperimentError, FileNotFoundError) as e:
     sys.exit(f"Error: {e}")

@@ -91,9 +91,10 @@ def mean_states(params: lstm.Params, tokens_BxT: jax.Array, length_B: jax.Array)
 
 def _replacement(params: lstm.Params, items: Items, replacement: str, mean: dict | None) -> dict[str, jax.Array]:
   """The replacement states r for h and c, broadcastable to (L, B, T, H)."""
-  if replacement == "counterfactual":
-    _, states = lstm.apply(params, items.counterfactual, return_states=True)
-    return states
+  if replacement == "counterfactual":  # the counterfactual run's states; its logits are never needed
+    xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.counterfactual])
+    h, c = lstm.run_layers(params, xproj0)
+    return {"h": h, "c": c}
   cfg = lstm.config_of(params)
   shape = (cfg["num_layers"], 1, 1, cfg["hidden_size"])
   if replacement == "zero":
@@ -436,8 +437,8 @@ def sweep(params: lstm.Params, items: Items, lambdas, method: str = "hard_concre
   done = int(state.step)
   while done < steps:
     n = min(chunk, steps - done)
-    state, v, t = _run_chunk(params, items, shared, key, state, lam_dev,
-                             jnp.arange(done, done + n, dtype=jnp.int32), config)
+    state, v, t = _run_chunk(params, items, shared, key, state, lam_dev, jnp.arange(done, done + n, dtype=jnp.int32),
+                             dataclasses.replace(config, steps=1))  # one compiled program whatever the step count
     done += n
     values.append(np.asarray(v)[:, :len(lambdas)])
     tasks.append(np.asarray(t)[:, :len(lambdas)])

@@ -140,12 +140,17 @@ def test_random_sets_flip_less_than_the_planted_set():
 
 def test_sweep_at_k_picks_the_best_set_of_at_most_k_units(sweep):
   params, items = planted.params(), planted.items()
-  assert baselines.sweep_at_k(params, items, sweep, [0, 2, 3, 8]) == [[], [], planted.PLANTED, planted.PLANTED]
-  # Every tie rule: [3] and [] tie on flip rate and loss (a distractor does nothing): the smaller wins;
-  # [0, 3] flips nothing but lowers the loss; the 5-set ties with the planted set: the smaller wins.
-  handmade = dataclasses.replace(sweep, units=[[0, 1, 2, 3, 4], [3], [0, 3], [], planted.PLANTED])
-  assert baselines.sweep_at_k(params, items, handmade, [1, 2, 3, 5]) == [[], [0, 3], planted.PLANTED,
+  # k = 2: the lambda-0.02 set cut to its 2 largest logits (units 0, 1) already flips every item (margin -0.76).
+  assert baselines.sweep_at_k(params, items, sweep, [0, 2, 3, 8]) == [[], [0, 1], planted.PLANTED, planted.PLANTED]
+  # Every tie rule, with the sweep's ranking 0 > 1 > 2 > 3 = 4 for every set: at k = 1 nothing flips and [0]
+  # lowers the loss most; [3] and [] tie (a distractor does nothing); the 5-set ties with the planted set at
+  # k = 5: the smaller wins.
+  handmade = dataclasses.replace(sweep, units=[[0, 1, 2, 3, 4], [3], [0, 3], [], planted.PLANTED],
+                                 logits=np.repeat(sweep.logits[:1], 5, axis=0))
+  assert baselines.sweep_at_k(params, items, handmade, [1, 2, 3, 5]) == [[0], [0, 1], planted.PLANTED,
                                                                          planted.PLANTED]
+  only_small = dataclasses.replace(sweep, units=[[3], []], logits=-np.ones_like(sweep.logits))
+  assert baselines.sweep_at_k(params, items, only_small, [1]) == [[]]
 
 
 def test_compare_returns_every_method_at_every_k(sweep):
@@ -158,7 +163,7 @@ def test_compare_returns_every_method_at_every_k(sweep):
     assert [row["k"] for row in rows] == ks
     assert all(0.0 <= row["heldout_flip_rate"] <= 1.0 for row in rows)
     assert ("heldout_flip_rate_sd" in rows[0]) == (method == "random")
-  at_1 = {"hard_concrete": [], "reinforce": [], "single_unit": [0], "integrated_gradients": [0], "probe": [0]}
+  at_1 = {"hard_concrete": [0], "reinforce": [0], "single_unit": [0], "integrated_gradients": [0], "probe": [0]}
   for method, units in at_1.items():
     got = [(row["units"], row["heldout_flip_rate"]) for row in out[method]]
     assert got == [(units, 0.0), (planted.PLANTED, 1.0)]

@@ -17,11 +17,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny_config(workdir, checkpoint, **overrides):
-  values = dict(workdir=str(workdir), checkpoint=str(checkpoint), lambdas=(0.001, 0.01, 0.1, 1.0), steps=40,
-                chunk_steps=20, batch_size=16, train_per_cell=3, eval_per_cell=3, control_sentences=20,
-                baseline_ks=(1, 2, 4), random_draws=4, only_known=False)
-  values.update(overrides)
-  return experiment.Config(**values)
+  """configs/agreement_tiny.cfg, parsed by the main job's own flags, with the given overrides."""
+  from jaxmask import main
+  main.FLAGS.unparse_flags()
+  main.FLAGS(["main", f"--flagfile={os.path.join(ROOT, 'configs', 'agreement_tiny.cfg')}", f"--workdir={workdir}",
+              f"--checkpoint={checkpoint}"])
+  config = dataclasses.replace(main.config_from_flags(), **overrides)
+  main.FLAGS.unparse_flags()
+  return config
 
 
 @pytest.fixture(scope="module")
