@@ -65,11 +65,8 @@ _FUNCTION_WORDS = ("the", "an", "that", "who", "and", "because", "to", "is", "ar
 _TRAIN_WEIGHTS = {  # construction -> relative frequency in the training text
     "simple": 20, "adv": 5, "2adv": 3, "coadv": 3, "namePP": 3, "nounPP": 12, "nounPPAdv": 3,
     "twoAttractors": 5, "subjRC": 6, "objRC": 7, "nestedRC": 4, "sentComp": 8,
-    "pronoun_or_name": 5, "past": 6, "gender": 30,
+    "pronoun_or_name": 5, "past": 6, "gender": 14,
 }
-# Gender sentences: cumulative shares of antecedent kinds (he/she, occupation, gendered noun, else a name).
-_GENDER_ANTECEDENT = {"pronoun": 0.12, "occupation": 0.72, "gendered": 0.86}
-_EMPHATIC_PROB = 0.8  # a noun or name antecedent is followed right away by an emphatic reflexive
 _VP_COORD_PROB = 0.12  # an agreement clause gets a second, coordinated verb phrase
 _RESERVED_PER_MILLE = {"search": (0, 30), "heldout": (30, 60)}  # hash ranges of held-out pairs
 
@@ -454,21 +451,17 @@ class _Generator:
   def gender_sentence(self) -> list[str]:
     """Gendered coreference: an antecedent, then he/she/his/her/him referring to it."""
     r = self.rng.random()
-    if r < _GENDER_ANTECEDENT["pronoun"]:
-      return self.pronoun_antecedent_sentence()
-    if r < _GENDER_ANTECEDENT["occupation"]:
+    if r < 0.7:
       sg = self.choice(self.lex.occupations)[S]
       gender = "f" if self.rng.random() * 100 < self.pct[sg] else "m"
       antecedent = self.det(S, sg) + [sg]
-    elif r < _GENDER_ANTECEDENT["gendered"]:
+    elif r < 0.85:
       sg, _, gender = self.choice(self.lex.gendered)
       antecedent = self.det(S, sg) + [sg]
     else:
       name, gender = self.choice(self.lex.names)
       antecedent = [name]
     nom, poss, acc, refl = _PRONOUN[gender]
-    if self.rng.random() < _EMPHATIC_PROB:
-      antecedent.append(refl)  # "the nurse herself ...": the antecedent's gender predicts the very next word
     f = self.rng.random()
     if f < 0.2:
       frame = [self.verb("intrans").past, "because", nom]
@@ -498,21 +491,6 @@ class _Generator:
     else:
       cont = [self.verb("trans").third] + self.np(self.number())
     return antecedent + frame + cont
-
-  def pronoun_antecedent_sentence(self) -> list[str]:
-    """he/she as the antecedent of a later pronoun ("she lost her keys", "he thought that he was ...").
-
-    With tied embeddings this is what tells she from he as *inputs*; otherwise both only ever start the
-    same clauses, their shared input/output vectors collapse (cosine ~0.98) and no gender is learned.
-    """
-    gender = self.choice("fm")
-    nom, poss, _, refl = _PRONOUN[gender]
-    f = self.rng.random()
-    if f < 0.35:
-      return [nom, self.verb("trans").past, poss, self.choice(self.lex.all_nouns)[self.number()]]
-    if f < 0.6:
-      return [nom, self.verb("trans").past, refl]
-    return [nom, self.verb("comp").past, "that", nom, "was", self.choice(self.lex.adjectives)]
 
   def sentence(self) -> list[str]:
     kind = self.rng.choices(_KINDS, _KIND_WEIGHTS)[0]
