@@ -72,6 +72,10 @@ def main(argv: list[str]) -> None:
   except (experiment.ExperimentError, FileNotFoundError) as e:
     sys.exit(f"Error: {e}")
   sel = results["selected"]
+  known = results["items"]["heldout"].get("known")
+  if known is not None and known < 50:
+    print(f"Warning: the model gets only {known} held-out items right both ways; it barely computes this "
+          f"behaviour (see summary.md).")
   print(f"Selected {sel['size']} units ({', '.join(sel['units_readable'])}): held-out flip rate "
         f"{sel['heldout_flip_rate']:.3f}, control KL {sel['control_kl']:.4f} nats/token. "
         f"See {config.workdir}/summary.md")

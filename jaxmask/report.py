@@ -110,6 +110,10 @@ def summary(results: dict[str, Any]) -> str:
               f"prefix and the counterfactual." if results["config"]["only_known"] else
               "Flip rates are measured on all items (--only_known=false), including those the clean model gets wrong."),
            "",
+           *([f"**Warning: the clean model gets only {results['items']['heldout']['known']} held-out items right on both "
+              f"the prefix and the counterfactual: it barely computes this behaviour, so there is little to find "
+              f"and the figures below say little.**", ""]
+             if results["config"]["only_known"] and results["items"]["heldout"]["known"] < 50 else []),
            "## Selected set", "",
            f"The smallest set whose held-out flip rate reaches {cfg['target_flip']:.2f}"
            + (" in every condition" if cfg.get("select_by") == "every_condition" else " overall")
