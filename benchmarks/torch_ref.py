@@ -199,7 +199,7 @@ def run(quick: bool) -> dict[str, Any]:
   print(common.table(f"PyTorch reference: 16-lambda sweep, {steps} steps, batch 64 (torch threads = "
                      f"{threads['threads']}, the faster of " + ", ".join(
                          f"{k}: {v:.3g}" for k, v in threads["calibration_ms_per_step"].items()) + " ms/step; "
-                     f"compile times apart)",
+                     "compile times apart)",
                      ["size", "jax ms/(λ·step)", "eager ms/step", "compile ms/step", "jax sweep s", "eager sweep s",
                       "compile sweep s", "speedup vs eager", "speedup vs compile", "timed (rest scaled)"], rows))
   return result

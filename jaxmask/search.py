@@ -238,7 +238,6 @@ class SweepResult:
     loss_trace: (steps, Λ) training objective per step (stochastic estimate).
     task_loss_trace: (steps, Λ) its flip (or neutralise) part.
     seconds: wall time of the optimisation, compilation included.
-    compile_seconds: time of the first chunk minus its share of steady-state time (an estimate).
     state: the final SweepState (to resume or continue).
   """
   lambdas: np.ndarray

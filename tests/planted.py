@@ -10,7 +10,6 @@ Items read "<eos> A|B f f f" and must predict ya after A, yb after B; the counte
 - Units 5, 6, 7 (NOISE) follow the fillers and are ignored by the decoder.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -6,12 +6,10 @@ import os
 import subprocess
 import sys
 
-import jax
-import numpy as np
 import pytest
 
 import planted
-from jaxmask import checkpoints, data, experiment, lstm, search, train_lm
+from jaxmask import checkpoints, data, experiment, search, train_lm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
