@@ -50,7 +50,8 @@ def pareto(results: dict[str, Any], path: str) -> None:
   ax.scatter([sel["size"]], [sel["heldout_flip_rate"]], s=180, facecolors="none", edgecolors="k", zorder=5,
              label=f"selected ({sel['size']} units)")
   ax.axhline(results["config"]["target_flip"], color="k", lw=0.8, ls="--")
-  ax.set_xscale("log", base=2)
+  if sel["size"] or any(r["units"] for r in results["sweep"]):
+    ax.set_xscale("log", base=2)
   ax.set_xlabel("units intervened (set size)")
   ax.set_ylabel("held-out flip rate")
   ax.set_ylim(-0.02, 1.02)
