@@ -256,7 +256,7 @@ def select(sweep_rows: list[dict], target_flip: float, every_condition: bool = T
 
 
 def trace_data(params: lstm.Params, pairs: list[data.Pair], items: search.Items, units: list[int],
-               phenomenon: str, max_units: int = 8) -> dict[str, Any]:
+               phenomenon: str, max_units: int = 16) -> dict[str, Any]:
   """Mean activation of the selected units at each position, for the two groups of items.
 
   Agreement: nounPP items (of the most common length), singular vs plural subject. Gender: she- vs
