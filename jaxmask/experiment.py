@@ -195,8 +195,8 @@ def run_sweep(params: lstm.Params, items: search.Items, config: Config, method: 
   if manager.latest_step() is not None:
     search_config = search.SearchConfig(**{k: v for k, v in kwargs.items() if k not in ("seed", "control")})
     padded = int(np.ceil(num / jax.device_count()) * jax.device_count())
-    init = search.init_state(params, jnp.zeros(padded), search_config,
-                             search.prepare(params, items, search_config, control))
+    init = jax.eval_shape(lambda: search.init_state(params, jnp.zeros(padded), search_config,  # shapes only
+                                                    search.prepare(params, items, search_config, control)))
     restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore({"state": init, **traces}))
     state = restored["state"]
     traces = {k: np.asarray(restored[k]) for k in traces}
