@@ -15,6 +15,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from benchmarks import ablation, common, estimators, roofline, scaling, sweep, torch_ref
 
@@ -75,6 +76,8 @@ def _finite(tree):
 
 
 def main(argv: list[str]) -> None:
+  del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint read at INFO
   unknown = sorted(set(_PARTS.value) - set(PARTS))
   if unknown:
     raise app.UsageError(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}.")

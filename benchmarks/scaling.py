@@ -21,19 +21,19 @@ def _exponent(x, y) -> float:
 
 
 def run(quick: bool) -> dict[str, Any]:
-  chunk = 10 if quick else 30
+  chunk = 5 if quick else 30
   size = common.DEFAULT
   out, rows = {"steps_per_call": chunk, "hidden": {}, "batch": {}}, []
   for h in HIDDEN:
     prog = common.program(size, 1, chunk, hidden_size=None if h == size["hidden_size"] else h)
-    out["hidden"][str(h)] = 1e3 * prog.seconds(repeats=3) / chunk
+    out["hidden"][str(h)] = 1e3 * prog.seconds(repeats=1 if quick else 3) / chunk
     rows.append([f"H={h}, B={size['batch']}", out["hidden"][str(h)]])
   for b in BATCH:
     if b == size["batch"]:  # the same program as H=128 above
       out["batch"][str(b)] = out["hidden"][str(size["hidden_size"])]
       continue
     prog = common.program(size, 1, chunk, batch=b)
-    out["batch"][str(b)] = 1e3 * prog.seconds(repeats=3) / chunk
+    out["batch"][str(b)] = 1e3 * prog.seconds(repeats=1 if quick else 3) / chunk
     rows.append([f"H={size['hidden_size']}, B={b}", out["batch"][str(b)]])
   out["exponent_hidden"] = _exponent(HIDDEN, [out["hidden"][str(h)] for h in HIDDEN])
   out["exponent_batch"] = _exponent(BATCH, [out["batch"][str(b)] for b in BATCH])

@@ -18,7 +18,7 @@ COUNTS = (1, 4, 16, 64)
 
 
 def run(quick: bool) -> dict[str, Any]:
-  chunk = 10 if quick else 30
+  chunk = 5 if quick else 30
   size = common.DEFAULT
   one = common.program(size, 1, chunk)
   t_one = one.seconds(repeats=5)

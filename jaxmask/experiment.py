@@ -40,7 +40,8 @@ class Config:
   eval_items: str = ""                 # "" = built-in generated items ("heldout" split)
   train_per_cell: int = 40
   eval_per_cell: int = 40
-  lambdas: tuple[float, ...] = tuple(np.geomspace(1e-3, 1.0, 16).round(6).tolist())
+  # From nearly every unit kept to the empty set, so that the sweep also yields its best 1- and 2-unit sets.
+  lambdas: tuple[float, ...] = tuple(np.geomspace(1e-3, 10.0, 16).round(6).tolist())
   method: str = "hard_concrete"
   steps: int = 300
   learning_rate: float = 0.1
@@ -59,23 +60,36 @@ class Config:
   chunk_steps: int = 50
 
 
-def default_checkpoint_dir() -> str:
-  """Where the default LM is cached: $JAXMASK_CACHE/default_lm (default ~/.cache/jaxmask/default_lm)."""
+def default_checkpoint_dir(lm_config: train_lm.LMConfig) -> str:
+  """Where the default LM is cached: $JAXMASK_CACHE/default_lm-KEY (root default ~/.cache/jaxmask).
+
+  KEY hashes the LM config, the vocabulary and the generator's first training sentences, so a changed
+  config or generator trains and caches a new model instead of silently reusing a stale one.
+  """
   root = os.environ.get("JAXMASK_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxmask"))
-  return os.path.join(root, "default_lm")
+  h = hashlib.sha256(json.dumps(dataclasses.asdict(lm_config), sort_keys=True).encode())
+  h.update("\n".join(grammar.vocabulary() + grammar.corpus(20, lm_config.seed)).encode())
+  return os.path.join(root, f"default_lm-{h.hexdigest()[:10]}")
 
 
 def load_model(config: Config) -> tuple[lstm.Params, dict, list[str], str, float]:
   """(params, model config, vocab, checkpoint dir, seconds spent training); trains the default LM if needed."""
-  path = config.checkpoint or default_checkpoint_dir()
-  seconds = 0.0
-  if not config.checkpoint and not os.path.exists(os.path.join(path, "config.json")):
-    lm_config = train_lm.read_flagfile(config.lm_config) if os.path.exists(config.lm_config) else train_lm.LMConfig()
-    logging.info("No cached default LM at %s: training it (%s).", path, lm_config)
-    print(f"Training the default LM into {path} (once; later runs reuse it).", flush=True)
-    start = time.perf_counter()
-    train_lm.train(lm_config, path)
-    seconds = time.perf_counter() - start
+  path, seconds = config.checkpoint, 0.0
+  if not path:
+    if os.path.exists(config.lm_config):
+      lm_config = train_lm.read_flagfile(config.lm_config)
+    elif config.lm_config == Config.lm_config:  # run outside the repository: the same values, built in
+      lm_config = train_lm.LMConfig()
+    else:
+      raise ExperimentError(f"--lm_config={config.lm_config} does not exist; give the default LM's flagfile "
+                            f"(configs/lm.cfg).")
+    path = default_checkpoint_dir(lm_config)
+    if not os.path.exists(os.path.join(path, "config.json")):
+      logging.info("No cached default LM at %s: training it (%s).", path, lm_config)
+      print(f"Training the default LM into {path} (once; later runs reuse it).", flush=True)
+      start = time.perf_counter()
+      train_lm.train(lm_config, path)
+      seconds = time.perf_counter() - start
   try:
     params, model_config, vocab = checkpoints.load(path)
   except checkpoints.CheckpointError as e:
@@ -172,11 +186,15 @@ def _fingerprint(config: Config, method: str, items: search.Items, lambdas: np.n
   return h.hexdigest()[:16]
 
 
-def run_sweep(params: lstm.Params, items: search.Items, config: Config, method: str, control: search.Control | None
-              ) -> search.SweepResult:
-  """The sweep of ``method`` over ``config.lambdas``, with a progress bar and an orbax checkpoint per chunk."""
+def run_sweep(params: lstm.Params, items: search.Items, config: Config, method: str, control: search.Control | None,
+              name: str = "") -> search.SweepResult:
+  """The sweep of ``method`` over ``config.lambdas``, with a progress bar and an orbax checkpoint per chunk.
+
+  Checkpoints go to ``config.workdir/(name or search_{method})``; a directory holding a search with other
+  settings is refused.
+  """
   lambdas = np.asarray(config.lambdas, np.float32)
-  directory = os.path.abspath(os.path.join(config.workdir, f"search_{method}"))
+  directory = os.path.abspath(os.path.join(config.workdir, name or f"search_{method}"))
   fingerprint = _fingerprint(config, method, items, lambdas)
   os.makedirs(directory, exist_ok=True)
   marker = os.path.join(directory, "fingerprint.txt")
@@ -202,7 +220,7 @@ def run_sweep(params: lstm.Params, items: search.Items, config: Config, method: 
     traces = {k: np.asarray(restored[k]) for k in traces}
     print(f"Resuming the {method} search from step {int(state.step)} ({directory}).", flush=True)
   start = 0 if state is None else int(state.step)
-  bar = tqdm.tqdm(total=config.steps, initial=start, desc=f"{method} x{num} lambdas", unit="step",
+  bar = tqdm.tqdm(total=config.steps, initial=start, desc=f"{name or method} x{num} lambdas", unit="step",
                   dynamic_ncols=True)
   position = [start]
 
@@ -290,7 +308,7 @@ def trace_data(params: lstm.Params, pairs: list[data.Pair], items: search.Items,
 def evaluate_sets(params: lstm.Params, unit_sets: list[list[int]], config: Config, search_items: search.Items,
                   heldout: tuple[search.Items, list[data.Pair]], other: tuple[search.Items, list[data.Pair]],
                   control: search.Control) -> list[dict[str, Any]]:
-  """Train and held-out flip rates (by condition), control KL and the other phenomenon's flip rate, per set."""
+  """Per set: train and held-out flip rates (by condition), control KL and perplexity, the other phenomenon's flip rate."""
   n = lstm.num_units(params, config.sites)
   gates_SxN = search.units_to_gates(unit_sets, n)
   scope = dict(replacement=config.replacement, sites=config.sites)
@@ -300,10 +318,33 @@ def evaluate_sets(params: lstm.Params, unit_sets: list[list[int]], config: Confi
   other_flip = [None] * len(unit_sets)  # None: the model gets none of the other phenomenon's items right
   if other[1]:
     other_flip, _ = flip_rates(np.asarray(search.margins(params, other[0], gates_SxN, **scope)), other[1])
-  kl = np.asarray(search.control_kl(params, control, gates_SxN, sites=config.sites))
+  kl, ppl = map(np.asarray, search.control_effects(params, control, gates_SxN, sites=config.sites))
   return [{"train_flip_rate": float(train_flip[s]), "heldout_flip_rate": heldout_flip[s],
            "heldout_flip_rate_by_condition": by_condition[s], "control_kl": float(kl[s]),
-           "other_phenomenon_flip_rate": other_flip[s]} for s in range(len(unit_sets))]
+           "control_perplexity": float(ppl[s]), "other_phenomenon_flip_rate": other_flip[s]} for s in range(len(unit_sets))]
+
+
+def seed_stability(params: lstm.Params, search_items: search.Items, config: Config, selected_row: dict,
+                   heldout: tuple[search.Items, list[data.Pair]], other: tuple[search.Items, list[data.Pair]],
+                   control: search.Control, extra_seeds: int = 2) -> dict[str, Any]:
+  """The same search and selection rule with ``extra_seeds`` more optimisation seeds (same items).
+
+  Returns ``{"seeds", "units" (the selected set per seed), "heldout_flip_rate", "jaccard"}``, where
+  ``jaccard`` is the pairwise overlap matrix of the selected sets; the first seed is ``config.seed``,
+  whose selected row is passed in.
+  """
+  seeds, sets, rates = [config.seed], [selected_row["units"]], [selected_row["heldout_flip_rate"]]
+  for seed in range(config.seed + 1, config.seed + 1 + extra_seeds):
+    result = run_sweep(params, search_items, dataclasses.replace(config, seed=seed), config.method, control,
+                       name=f"search_{config.method}_seed{seed}")
+    rows = evaluate_sets(params, result.units, config, search_items, heldout, other, control)
+    chosen, _ = select([{**r, "units": u} for r, u in zip(rows, result.units)], config.target_flip,
+                       config.select_by == "every_condition")
+    seeds.append(seed)
+    sets.append(result.units[chosen])
+    rates.append(rows[chosen]["heldout_flip_rate"])
+  return {"seeds": seeds, "units": sets, "heldout_flip_rate": rates,
+          "jaccard": baselines.overlap_matrix(sets).tolist()}
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -347,6 +388,7 @@ def run(config: Config) -> dict[str, Any]:
       raise ExperimentError(f"{flag}: the model gets none of the {what} items right on both the prefix and the "
                             f"counterfactual, so there is nothing to flip; check the items or the model.")
   control = control_text(vocab, config.control_sentences, config.seed + 1)
+  clean_perplexity = float(search.control_effects(params, control, np.zeros((1, n), np.float32))[1][0])
   timing["setup_seconds"] = time.perf_counter() - start - timing["train_lm_seconds"]
 
   result = run_sweep(params, search_items, config, config.method, control)
@@ -366,7 +408,8 @@ def run(config: Config) -> dict[str, Any]:
               "size": len(sel["units"]), "fraction_of_units": len(sel["units"]) / n,
               "reached_target": reached, "heldout_flip_rate": sel["heldout_flip_rate"],
               "heldout_flip_rate_by_condition": sel["heldout_flip_rate_by_condition"],
-              "control_kl": sel["control_kl"], "other_phenomenon": other_name,
+              "control_kl": sel["control_kl"], "control_perplexity": sel["control_perplexity"],
+              "other_phenomenon": other_name,
               "other_phenomenon_flip_rate": sel["other_phenomenon_flip_rate"]}
 
   out: dict[str, Any] = {
@@ -375,7 +418,8 @@ def run(config: Config) -> dict[str, Any]:
                 "vocab_size": model_config["vocab_size"]},
       "items": {"search": {**search_stats, **search_known}, "heldout": {**heldout_stats, **heldout_known},
                 "heldout_clean_accuracy": float((clean > 0).mean()),
-                "heldout_clean_accuracy_by_condition": clean_by_condition},
+                "heldout_clean_accuracy_by_condition": clean_by_condition,
+                "control_clean_perplexity": clean_perplexity},
       "sweep": sweep_rows, "selected": selected, "timing": timing}
 
   if config.baselines == "all":
@@ -400,6 +444,9 @@ def run(config: Config) -> dict[str, Any]:
             for m, rows_ in out["baselines"].items() if m != "random"}
     out["overlap"] = {"methods": list(tops), "jaccard": baselines.overlap_matrix(list(tops.values())).tolist()}
     timing["baselines_seconds"] = time.perf_counter() - t0
+    out["seeds"] = seed_stability(params, search_items, config, sel, (heldout_items, heldout_pairs),
+                                  (other_items, other_pairs), control)
+    timing["seeds_seconds"] = time.perf_counter() - t0 - timing["baselines_seconds"]
   timing["total_seconds"] = time.perf_counter() - start
   traces = trace_data(params, heldout_pairs, heldout_items, sel["units"], config.phenomenon)
   report.write(config.workdir, out, traces)

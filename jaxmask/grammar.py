@@ -65,7 +65,7 @@ _FUNCTION_WORDS = ("the", "an", "that", "who", "and", "because", "to", "is", "ar
 _TRAIN_WEIGHTS = {  # construction -> relative frequency in the training text
     "simple": 20, "adv": 5, "2adv": 3, "coadv": 3, "namePP": 3, "nounPP": 12, "nounPPAdv": 3,
     "twoAttractors": 5, "subjRC": 6, "objRC": 7, "nestedRC": 4, "sentComp": 8,
-    "pronoun_or_name": 5, "past": 6, "gender": 14,
+    "pronoun_or_name": 5, "past": 6, "gender": 40,
 }
 _VP_COORD_PROB = 0.12  # an agreement clause gets a second, coordinated verb phrase
 _RESERVED_PER_MILLE = {"search": (0, 30), "heldout": (30, 60)}  # hash ranges of held-out pairs

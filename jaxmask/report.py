@@ -128,16 +128,18 @@ def summary(results: dict[str, Any]) -> str:
            f"| worst condition | {min(sel['heldout_flip_rate_by_condition'].items(), key=lambda kv: kv[1])[0]}: "
            f"{_pct(min(sel['heldout_flip_rate_by_condition'].values()))} |",
            f"| control KL (mean replacement, held-out text) | {sel['control_kl']:.4f} nats/token |",
+           f"| control perplexity, clean -> intervened | {results['items']['control_clean_perplexity']:.2f} -> "
+           f"{sel['control_perplexity']:.2f} |",
            f"| flip rate on {sel['other_phenomenon']} items | {_pct(sel['other_phenomenon_flip_rate'])} |", "",
            "### Held-out flip rate by condition", "", "| condition | clean accuracy | flip rate |", "|---|---|---|"]
   clean = results["items"]["heldout_clean_accuracy_by_condition"]
   lines += [f"| {c} | {_pct(clean.get(c, float('nan')))} | {_pct(v)} |"
             for c, v in sel["heldout_flip_rate_by_condition"].items()]
   lines += ["", "## Sweep", "", "| method | lambda | size | E[L0] | train flip | held-out flip | control KL | "
-            "other phenomenon flip |", "|---|---|---|---|---|---|---|---|"]
+            "control ppl | other phenomenon flip |", "|---|---|---|---|---|---|---|---|---|"]
   lines += [f"| {r['method']} | {r['lambda']:.4g} | {len(r['units'])} | {r['expected_l0']:.1f} | "
             f"{_pct(r['train_flip_rate'])} | {_pct(r['heldout_flip_rate'])} | {r['control_kl']:.4f} | "
-            f"{_pct(r['other_phenomenon_flip_rate'])} |" for r in results["sweep"]]
+            f"{r['control_perplexity']:.2f} | {_pct(r['other_phenomenon_flip_rate'])} |" for r in results["sweep"]]
   if "baselines" in results:
     base = results["baselines"]
     ks = [r["k"] for r in next(iter(base.values()))]
@@ -153,6 +155,13 @@ def summary(results: dict[str, Any]) -> str:
                 "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
       lines += [f"| {a} | " + " | ".join(f"{x:.2f}" for x in row) + " |"
                 for a, row in zip(names, results["overlap"]["jaccard"])]
+  if "seeds" in results:
+    seeds = results["seeds"]
+    lines += ["", "## Stability across optimisation seeds (same items, same selection rule)", "",
+              "| seed | size | held-out flip | units | Jaccard with seed " + str(seeds["seeds"][0]) + " |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {s} | {len(u)} | {_pct(f)} | {', '.join(map(str, u))} | {j:.2f} |"
+              for s, u, f, j in zip(seeds["seeds"], seeds["units"], seeds["heldout_flip_rate"], seeds["jaccard"][0])]
   timing = results["timing"]
   lines += ["", "## Timing (seconds)", "", " | ".join(f"{k}: {v:.1f}" for k, v in timing.items()), ""]
   return "\n".join(lines)

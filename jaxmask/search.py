@@ -158,24 +158,41 @@ def control_kl(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.
   mean over the control text itself) at every step. Sets are processed a few at a time so that the
   (sets, B, T, V) log-probabilities stay under ``max_floats`` floats (128 MiB by default).
   """
+  return control_effects(params, control, gates_SxN, mean_h, sites, max_floats)[0]
+
+
+def control_effects(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.ndarray,
+                    mean_h: dict | None = None, sites: str = "h", max_floats: int = 2 ** 25
+                    ) -> tuple[jax.Array, jax.Array]:
+  r"""(KL, perplexity) of the intervened model on control text, each float32[S]; as :func:`control_kl`.
+
+  Perplexity is :math:`\exp(-\frac{1}{N}\sum_t \log q(w_{t+1} \mid w_{\le t}))` over the N next-token
+  predictions inside the rows, under the same mean-replacement intervention; an all-zero gate vector
+  gives the clean model's perplexity.
+  """
   batch, steps = control.tokens.shape
   chunk = max(1, min(32, max_floats // (batch * steps * int(params["decoder"]["w"].shape[0]))))
-  return _control_kl(params, control, gates_SxN, mean_h, sites, chunk)
+  return _control_effects(params, control, gates_SxN, mean_h, sites, chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("sites", "chunk"))
-def _control_kl(params, control, gates_SxN, mean_h, sites, chunk):
+def _control_effects(params, control, gates_SxN, mean_h, sites, chunk):
   mean_h = mean_h if mean_h is not None else mean_states(params, control.tokens, control.length)
   shape = (len(params["layers"]), 1, 1, -1)
   log_p = jax.nn.log_softmax(lstm.apply(params, control.tokens), axis=-1)
   xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][control.tokens])
   mask = _mask(control.length, control.tokens.shape[1])
+  next_mask = mask[:, 1:]
 
   def one(z_N):
     iv = lstm.Intervention(gates_N=z_N, h_LxBxTxH=mean_h["h"].reshape(shape), c_LxBxTxH=mean_h["c"].reshape(shape),
                            sites=sites)
     h, _ = lstm.run_layers(params, xproj0, iv)
-    return objectives.kl_control(log_p, lstm.decode(params, h[-1]), mask)
+    logits = lstm.decode(params, h[-1])
+    log_q_next = jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1], axis=-1), control.tokens[:, 1:, None],
+                                     axis=-1)[..., 0]
+    nll = -jnp.sum(log_q_next * next_mask) / jnp.maximum(jnp.sum(next_mask), 1.0)
+    return objectives.kl_control(log_p, logits, mask), jnp.exp(nll)
 
   return jax.lax.map(one, jnp.asarray(gates_SxN, jnp.float32), batch_size=chunk)
 

@@ -42,15 +42,15 @@ class TrainingError(ValueError):
 class LMConfig:
   """Everything that determines a trained LM. The defaults are the default LM (``configs/lm.cfg``)."""
   embed_size: int = 128
-  hidden_size: int = 128
-  num_layers: int = 2
-  tie_weights: bool = True  # decoder = embedding (needs embed_size == hidden_size); learns agreement sooner
+  hidden_size: int = 256
+  num_layers: int = 1
+  tie_weights: bool = False  # decoder = embedding (needs embed_size == hidden_size)
   num_sentences: int = 200_000  # generated training sentences (grammar.corpus, split "train")
   valid_sentences: int = 1_000  # generated validation sentences (another seed)
   row_length: int = 48  # tokens per training row, whole sentences only
   batch_size: int = 32
-  steps: int = 2_000
-  learning_rate: float = 6e-3
+  steps: int = 1_500
+  learning_rate: float = 0.02
   warmup_steps: int = 100
   final_lr_fraction: float = 0.05  # cosine decay from learning_rate down to this fraction of it
   clip_norm: float = 1.0

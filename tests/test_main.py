@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import planted
@@ -52,6 +53,16 @@ def test_main_job_writes_its_outputs_and_resumes_to_the_same_result(tiny_lm, tmp
   assert set(saved["baselines"]) == {"hard_concrete", "reinforce", "single_unit", "integrated_gradients", "probe",
                                      "random"}
   assert [r["k"] for r in saved["baselines"]["random"]][:3] == [1, 2, 4]
+  seeds = saved["seeds"]  # the same search and selection with two more optimisation seeds
+  assert seeds["seeds"] == [saved["config"]["seed"] + i for i in range(3)] and len(seeds["units"]) == 3
+  assert seeds["units"][0] == saved["selected"]["units"]
+  jaccard = np.asarray(seeds["jaccard"])
+  np.testing.assert_allclose(np.diag(jaccard), 1.0)
+  np.testing.assert_allclose(jaccard, jaccard.T)
+  clean_ppl = saved["items"]["control_clean_perplexity"]
+  assert 1.0 < clean_ppl < saved["model"]["vocab_size"]
+  for row in hc:  # an empty set leaves the control text's perplexity as it is; any mean-replaced unit moves it
+    assert (row["control_perplexity"] == pytest.approx(clean_ppl, rel=1e-6)) == (not row["units"])
   assert "| method |" in open(tmp_path / "a" / "summary.md").read()
 
   # Interrupt a second run after its first search checkpoint, then rerun the same command: same result.
@@ -72,6 +83,14 @@ def test_main_job_writes_its_outputs_and_resumes_to_the_same_result(tiny_lm, tmp
   for a, b in zip(results["sweep"], resumed["sweep"]):
     assert a["units"] == b["units"] and a["heldout_flip_rate"] == pytest.approx(b["heldout_flip_rate"])
   assert resumed["selected"]["units"] == results["selected"]["units"]
+
+
+def test_default_lm_cache_is_keyed_by_its_config(tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXMASK_CACHE", str(tmp_path))
+  default = experiment.default_checkpoint_dir(train_lm.LMConfig())
+  assert os.path.dirname(default) == str(tmp_path) and os.path.basename(default).startswith("default_lm-")
+  assert experiment.default_checkpoint_dir(train_lm.LMConfig()) == default
+  assert experiment.default_checkpoint_dir(dataclasses.replace(train_lm.LMConfig(), steps=10)) != default
 
 
 def test_known_keeps_the_items_the_model_gets_right_both_ways():

@@ -98,6 +98,21 @@ def test_kl_control_term_is_added():
   np.testing.assert_allclose(with_kl.task_loss_trace, plain.task_loss_trace, rtol=1e-6)
 
 
+def test_control_effects_give_kl_and_perplexity():
+  p, it = planted.params(), planted.items()
+  control = search.Control(tokens=it.prefix, length=it.length)
+  n = lstm.num_units(p)
+  kl, ppl = map(np.asarray, search.control_effects(p, control, np.stack([np.zeros(n), np.ones(n)])))
+  # Reference perplexity: exp of the mean next-token NLL inside each row, straight from lstm.apply.
+  log_p = np.asarray(jax.nn.log_softmax(lstm.apply(p, it.prefix), axis=-1))
+  tokens, length = np.asarray(it.prefix), np.asarray(it.length)
+  nll = [-log_p[b, t, tokens[b, t + 1]] for b in range(len(tokens)) for t in range(length[b] - 1)]
+  assert kl[0] == pytest.approx(0.0, abs=1e-6)
+  assert ppl[0] == pytest.approx(np.exp(np.mean(nll)), rel=1e-5)
+  assert kl[1] > 0.01 and ppl[1] != pytest.approx(ppl[0], rel=1e-3)
+  np.testing.assert_allclose(kl, search.control_kl(p, control, np.stack([np.zeros(n), np.ones(n)])), rtol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(method="adam"), "unknown method"), (dict(replacement="noise"), "unknown replacement"),
     (dict(sites="x"), "sites must be"), (dict(mu=1.0), "needs control text")])
