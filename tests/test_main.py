@@ -145,6 +145,7 @@ def test_checkpoint_that_does_not_match_its_config_is_one_sentence(tiny_lm, tmp_
     (["--lambdas=0.1,abc"], "--lambdas=0.1,abc: expected a comma-separated list"),
     (["--checkpoint=/nonexistent/lm"], "does not exist"),
     (["--method=adam"], "--method"),
+    (["--lm_config=configs/no_such_lm.cfg"], "--lm_config=configs/no_such_lm.cfg does not exist"),
 ])
 def test_command_line_errors_are_one_sentence_without_traceback(tmp_path, flags, message):
   proc = subprocess.run([sys.executable, "-m", "jaxmask.main", f"--workdir={tmp_path}", *flags], cwd=ROOT,
