@@ -9,7 +9,6 @@ without it. Without ``--checkpoint`` the estimators and ablation use a random-we
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 
@@ -18,6 +17,7 @@ from absl import flags
 from absl import logging
 
 from benchmarks import ablation, common, estimators, roofline, scaling, sweep, torch_ref
+from jaxmask import evaluate
 
 PARTS = ("estimators", "sweep", "torch", "ablation", "roofline", "scaling")
 
@@ -64,17 +64,6 @@ def _goals_table(results: dict) -> None:
   print(common.table("Goals of issue 6", ["figure", "what", "goal", "measured", "met"], rows))
 
 
-def _finite(tree):
-  """The results with NaN (a figure that measures nothing, e.g. a degenerate seed) as null: strict JSON."""
-  if isinstance(tree, dict):
-    return {k: _finite(v) for k, v in tree.items()}
-  if isinstance(tree, (list, tuple)):
-    return [_finite(v) for v in tree]
-  if isinstance(tree, float) and math.isnan(tree):
-    return None
-  return tree
-
-
 def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint read at INFO
@@ -109,7 +98,7 @@ def main(argv: list[str]) -> None:
   results["headline"] = _headline(results)
   _goals_table(results)
   with open(_OUTPUT.value, "w", encoding="utf-8") as f:
-    json.dump(_finite(results), f, indent=1, default=float)
+    json.dump(evaluate.finite(results), f, indent=1, default=float)
   if _TABLES.value:
     with open(_TABLES.value, "w", encoding="utf-8") as f:
       f.write(f"Command: `{results['command']}`\n\n" + "\n".join(common.TABLES))

@@ -271,7 +271,7 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     if FLAGS.context_sentences > 0:
       contexts = running_text(vocab, 5, FLAGS.context_sentences, FLAGS.seed)
     result = evaluate_pairs(params, vocab, pairs, units, FLAGS.intervention, pct_female, contexts)
-    text = json.dumps(_finite(result), indent=2)
+    text = json.dumps(finite(result), indent=2)
     if FLAGS.output:
       os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
       with open(FLAGS.output, "w", encoding="utf-8") as f:
@@ -282,12 +282,12 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
         f"({result['skipped_oov']} skipped as out of vocabulary); wrote {FLAGS.output}")
 
 
-def _finite(tree: Any) -> Any:
-  """NaN (no items to score, a constant variable) becomes null, so the JSON stays standard."""
+def finite(tree: Any) -> Any:
+  """The same tree with NaN (no items to score, a constant variable) as None, so its JSON stays standard."""
   if isinstance(tree, dict):
-    return {k: _finite(v) for k, v in tree.items()}
-  if isinstance(tree, list):
-    return [_finite(v) for v in tree]
+    return {k: finite(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [finite(v) for v in tree]
   return None if isinstance(tree, float) and np.isnan(tree) else tree
 
 
