@@ -1,8 +1,11 @@
 """Single-unit effects of every unit: jaxmask's one vmapped pass vs the loops researchers write.
 
 The effect of unit u is the margin logit(y) - logit(y') of every item with u replaced by its counterfactual
-state at every step (the identity gate matrix). jaxmask: ``search.margins(params, items, eye(N))``, one
-jitted call. (i) The Lakretz et al. way: PyTorch eager, one run per unit and per sentence at batch 1
+state at every step (the identity gate matrix), on a random sample of the agreement items (every condition,
+3 to 14 tokens). jaxmask: ``search.margins(params, items, eye(N), by_length=True)``, the pass
+``baselines.single_unit_effects`` runs: all N interventions vmapped, the items grouped by length so that no
+padded step runs, and the steps before the subject (where x and x' agree) run once, unintervened; also
+timed as one padded pass (``by_length=False``) and with its compilation (the first call). (i) The Lakretz et al. way: PyTorch eager, one run per unit and per sentence at batch 1
 (each sentence's counterfactual states computed once); a subset of units x sentences is timed and the
 time per run scaled to N x B runs. (ii) A per-unit Python loop batched over the items: PyTorch eager
 (all N units timed), and, for reference, a loop of N calls of one jitted JAX margin.
@@ -71,15 +74,21 @@ def _torch_batched_loop_seconds(model: TorchLM, items: dict, units: list[int]) -
 def run(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
   params = setup["params"]
   num_items = 128 if quick else 256
-  items = setup["items"].take(np.arange(num_items))
+  sample = np.sort(np.random.default_rng(0).permutation(setup["items"].prefix.shape[0])[:num_items])
+  items = setup["items"].take(sample)
   n = lstm.num_units(params)
   eye = np.eye(n, dtype=np.float32)
+  all_units = lambda by_length: jax.block_until_ready(search.margins(params, items, eye, by_length=by_length))
   start = time.perf_counter()
-  effects = np.asarray(jax.block_until_ready(search.margins(params, items, eye)))
+  effects = np.asarray(all_units(True))
   first = time.perf_counter() - start
-  t_jax = common.median_seconds(lambda: jax.block_until_ready(search.margins(params, items, eye)), repeats=3)
-  out = {"model": setup["description"], "units": n, "items": num_items, "jax_all_units_seconds": t_jax,
-         "jax_first_call_seconds": first, "jax_loop_seconds": _jax_loop_seconds(params, items, n)}
+  t_jax = common.median_seconds(lambda: all_units(True), repeats=3)
+  all_units(False)
+  t_padded = common.median_seconds(lambda: all_units(False), repeats=3)
+  lengths = np.asarray(items.length)
+  out = {"model": setup["description"], "units": n, "items": num_items, "mean_tokens": float(lengths.mean()),
+         "max_tokens": int(lengths.max()), "jax_all_units_seconds": t_jax, "jax_first_call_seconds": first,
+         "jax_padded_pass_seconds": t_padded, "jax_loop_seconds": _jax_loop_seconds(params, items, n)}
   if torch is None:
     out["skipped_torch"] = "torch is not installed"
     return out
@@ -95,9 +104,12 @@ def run(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
   out["torch_batched_loop_units_timed"] = len(loop_units)
   out["torch_batched_loop_seconds"] = _torch_batched_loop_seconds(model, t_items, loop_units) * n / len(loop_units)
   out["speedup"] = out["lakretz_seconds_extrapolated"] / t_jax
+  out["speedup_first_call"] = out["lakretz_seconds_extrapolated"] / first
   out["speedup_vs_batched_loop"] = out["torch_batched_loop_seconds"] / t_jax
   out["speedup_vs_jax_loop"] = out["jax_loop_seconds"] / t_jax
-  rows = [["jaxmask: all units in one vmapped pass (search.margins, identity gates)", t_jax, 1.0],
+  rows = [["jaxmask: all units vmapped, items grouped by length (search.margins(..., by_length=True))", t_jax, 1.0],
+          ["the same, first call (compiling one program per distinct length)", first, first / t_jax],
+          ["jaxmask: all units vmapped, one padded pass (by_length=False)", t_padded, t_padded / t_jax],
           [f"PyTorch eager, batch 1, one run per unit and sentence (Lakretz et al.; {out['lakretz_timed_runs']} "
            f"runs timed, scaled to {n * num_items})", out["lakretz_seconds_extrapolated"], out["speedup"]],
           [f"PyTorch eager, loop over units, batched over items ({len(loop_units)} of {n} units timed)",
@@ -105,6 +117,7 @@ def run(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
            out["speedup_vs_batched_loop"]],
           ["JAX, loop over units of one jitted margin, batched over items", out["jax_loop_seconds"],
            out["speedup_vs_jax_loop"]]]
-  print(common.table(f"Ablation: single-unit effects of all {n} units on {num_items} items ({setup['description']})",
+  print(common.table(f"Ablation: single-unit effects of all {n} units on {num_items} random agreement items "
+                     f"({lengths.mean():.1f} tokens on average, up to {lengths.max()}; {setup['description']})",
                      ["method", "seconds", "jaxmask's speedup"], rows))
   return out

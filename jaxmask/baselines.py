@@ -22,9 +22,10 @@ from jaxmask import lstm, objectives, search
 
 
 def _mean_flip_losses(params: lstm.Params, items: search.Items, gates_SxN, replacement: str,
-                      mean_h: dict | None, sites: str, chunk: int = 32) -> jax.Array:
+                      mean_h: dict | None, sites: str, chunk: int = 32, by_length: bool = False) -> jax.Array:
   """Mean flip loss over the items under each of S gate vectors (``chunk`` at a time): float32[S]."""
-  return objectives.flip_loss(search.margins(params, items, gates_SxN, replacement, mean_h, sites, chunk)).mean(axis=1)
+  m = search.margins(params, items, gates_SxN, replacement, mean_h, sites, chunk, by_length)
+  return objectives.flip_loss(m).mean(axis=1)
 
 
 def single_unit_effects(params: lstm.Params, items: search.Items, replacement: str = "counterfactual",
@@ -36,10 +37,11 @@ def single_unit_effects(params: lstm.Params, items: search.Items, replacement: s
      \mathrm{softplus}(m(z))
 
   with :math:`e_i` the i-th one-hot gate vector. The clean run and the N single-unit interventions are the
-  N + 1 rows of one ``search.margins`` call (vmapped, in chunks). Larger = more important.
+  N + 1 rows of one ``search.margins`` call (vmapped, in chunks, the items grouped by length so that no
+  padded step is run). Larger = more important.
   """
   n = lstm.num_units(params, sites)
-  losses = _mean_flip_losses(params, items, jnp.eye(n + 1, n, k=-1), replacement, mean_h, sites)
+  losses = _mean_flip_losses(params, items, jnp.eye(n + 1, n, k=-1), replacement, mean_h, sites, by_length=True)
   return losses[0] - losses[1:]
 
 

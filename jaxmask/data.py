@@ -246,3 +246,27 @@ def encode(pairs: list[Pair], vocab: list[str], prepend_eos: bool = True,
       target=jnp.asarray([r[2] for r in rows], jnp.int32),
       foil=jnp.asarray([r[3] for r in rows], jnp.int32))
   return items, kept, {"items": len(rows), "skipped_oov": skipped, "unk_tokens": unk_tokens}
+
+
+def outcome_classes(pairs: list[Pair], vocab: list[str]) -> np.ndarray:
+  """int32[V]: each word's class for the merged control KL, the target and foil of every pair in one class.
+
+  Classes are the connected groups of the graph whose edges are the (target, foil) pairs, so a word in
+  several pairs ("her" in her/his and her/him) joins them all; a class's id is its smallest token id,
+  and a word in no pair is a class of its own. Out-of-vocabulary targets and foils are ignored.
+  """
+  index = {w: i for i, w in enumerate(vocab)}
+  parent = list(range(len(vocab)))
+
+  def root(i: int) -> int:
+    while parent[i] != i:
+      parent[i] = parent[parent[i]]
+      i = parent[i]
+    return i
+
+  for p in pairs:
+    a, b = normalize(p.target, index), normalize(p.foil, index)
+    if a is not None and b is not None:
+      ra, rb = root(a), root(b)
+      parent[max(ra, rb)] = min(ra, rb)
+  return np.asarray([root(i) for i in range(len(vocab))], np.int32)

@@ -151,8 +151,11 @@ def known(params: lstm.Params, items: search.Items, pairs: list[data.Pair]
   return items.take(keep), [pairs[i] for i in keep], stats
 
 
-def control_text(vocab: list[str], sentences: int, seed: int) -> search.Control:
-  """Held-out generated sentences (not in training) as rows from the initial state: <eos> sentence."""
+def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.Pair] = ()) -> search.Control:
+  """Held-out generated sentences (not in training) as rows from the initial state: <eos> sentence.
+
+  ``pairs`` (the phenomenon's items) set the word classes of the merged control KL (``data.outcome_classes``).
+  """
   index = {w: i for i, w in enumerate(vocab)}
   unk = index.get(data.UNK, index[data.EOS])
   rows = [[index[data.EOS]] + [data.normalize(w, index) or unk for w in s.split()]
@@ -161,7 +164,8 @@ def control_text(vocab: list[str], sentences: int, seed: int) -> search.Control:
   tokens = np.full((len(rows), width), index[data.EOS], np.int32)
   for b, r in enumerate(rows):
     tokens[b, :len(r)] = r
-  return search.Control(tokens=jnp.asarray(tokens), length=jnp.asarray([len(r) for r in rows], jnp.int32))
+  return search.Control(tokens=jnp.asarray(tokens), length=jnp.asarray([len(r) for r in rows], jnp.int32),
+                        classes_V=jnp.asarray(data.outcome_classes(list(pairs), vocab)) if pairs else None)
 
 
 def flip_rates(margins_SxB: np.ndarray, pairs: list[data.Pair]) -> tuple[list[float], list[dict[str, float]]]:
@@ -318,10 +322,11 @@ def evaluate_sets(params: lstm.Params, unit_sets: list[list[int]], config: Confi
   other_flip = [None] * len(unit_sets)  # None: the model gets none of the other phenomenon's items right
   if other[1]:
     other_flip, _ = flip_rates(np.asarray(search.margins(params, other[0], gates_SxN, **scope)), other[1])
-  kl, ppl = map(np.asarray, search.control_effects(params, control, gates_SxN, sites=config.sites))
+  effects = {k: np.asarray(v) for k, v in search.control_effects(params, control, gates_SxN, sites=config.sites).items()}
   return [{"train_flip_rate": float(train_flip[s]), "heldout_flip_rate": heldout_flip[s],
-           "heldout_flip_rate_by_condition": by_condition[s], "control_kl": float(kl[s]),
-           "control_perplexity": float(ppl[s]), "other_phenomenon_flip_rate": other_flip[s]} for s in range(len(unit_sets))]
+           "heldout_flip_rate_by_condition": by_condition[s], "control_kl": float(effects["kl"][s]),
+           "control_kl_merged": float(effects["kl_merged"][s]), "control_perplexity": float(effects["perplexity"][s]),
+           "other_phenomenon_flip_rate": other_flip[s]} for s in range(len(unit_sets))]
 
 
 def seed_stability(params: lstm.Params, search_items: search.Items, config: Config, selected_row: dict,
@@ -379,6 +384,8 @@ def run(config: Config) -> dict[str, Any]:
       vocab, "--eval_items", needs_cf)
   other_items, other_pairs, _ = encode_pairs(builtin_pairs(other_name, "heldout", config.eval_per_cell, config.seed),
                                              vocab, f"built-in {other_name} items", needs_cf)
+  # The control text's merged KL groups the words of this phenomenon's choices (every item's y and y').
+  control = control_text(vocab, config.control_sentences, config.seed + 1, search_pairs + heldout_pairs)
   clean = np.asarray(search.margins(params, heldout_items))[0]
   clean_by_condition = {k: 1 - v for k, v in flip_rates(clean[None], heldout_pairs)[1][0].items()}
   search_known = heldout_known = {}
@@ -391,8 +398,7 @@ def run(config: Config) -> dict[str, Any]:
     if count == 0:
       raise ExperimentError(f"{flag}: the model gets none of the {what} items right on both the prefix and the "
                             f"counterfactual, so there is nothing to flip; check the items or the model.")
-  control = control_text(vocab, config.control_sentences, config.seed + 1)
-  clean_perplexity = float(search.control_effects(params, control, np.zeros((1, n), np.float32))[1][0])
+  clean_perplexity = float(search.control_effects(params, control, np.zeros((1, n), np.float32))["perplexity"][0])
   timing["setup_seconds"] = time.perf_counter() - start - timing["train_lm_seconds"]
 
   result = run_sweep(params, search_items, config, config.method, control)
@@ -412,7 +418,8 @@ def run(config: Config) -> dict[str, Any]:
               "size": len(sel["units"]), "fraction_of_units": len(sel["units"]) / n,
               "reached_target": reached, "heldout_flip_rate": sel["heldout_flip_rate"],
               "heldout_flip_rate_by_condition": sel["heldout_flip_rate_by_condition"],
-              "control_kl": sel["control_kl"], "control_perplexity": sel["control_perplexity"],
+              "control_kl": sel["control_kl"], "control_kl_merged": sel["control_kl_merged"],
+              "control_perplexity": sel["control_perplexity"],
               "other_phenomenon": other_name,
               "other_phenomenon_flip_rate": sel["other_phenomenon_flip_rate"]}
 

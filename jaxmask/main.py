@@ -77,7 +77,8 @@ def main(argv: list[str]) -> None:
     print(f"Warning: the model gets only {known} held-out items right both ways; it barely computes this "
           f"behaviour (see summary.md).")
   print(f"Selected {sel['size']} units ({', '.join(sel['units_readable'])}): held-out flip rate "
-        f"{sel['heldout_flip_rate']:.3f}, control KL {sel['control_kl']:.4f} nats/token. "
+        f"{sel['heldout_flip_rate']:.3f}, control KL {sel['control_kl']:.4f} nats/token "
+        f"({sel['control_kl_merged']:.4f} with the phenomenon's word pairs merged). "
         f"See {config.workdir}/summary.md")
 
 

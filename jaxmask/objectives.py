@@ -25,14 +25,44 @@ def neutralise_loss(margin_B: jax.Array) -> jax.Array:
 LOSSES = {"flip": flip_loss, "neutralise": neutralise_loss}
 
 
-def kl_control(log_p_BxTxV: jax.Array, logits_q_BxTxV: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+def class_log_totals(log_p_BxTxV: jax.Array, classes_V: jax.Array) -> jax.Array:
+  r"""For every word v, the log-probability of its whole outcome class: :math:`\log \sum_{u: c(u) = c(v)} p_u`.
+
+  ``classes_V`` maps each vocabulary entry to a class id in [0, V) (a word alone in its class keeps its
+  own log-probability). Computed with a segment log-sum-exp over the vocabulary axis; any leading shape.
+  """
+  x = jnp.moveaxis(log_p_BxTxV, -1, 0)
+  v = x.shape[0]
+  top = jax.lax.stop_gradient(jax.ops.segment_max(x, classes_V, num_segments=v))  # for stability only
+  top = jnp.where(jnp.isfinite(top), top, 0.0)
+  total = jax.ops.segment_sum(jnp.exp(x - top[classes_V]), classes_V, num_segments=v)
+  return jnp.moveaxis((top + jnp.log(total))[classes_V], 0, -1)
+
+
+def kl_control(log_p_BxTxV: jax.Array, logits_q_BxTxV: jax.Array, mask_BxT: jax.Array,
+               classes_V: jax.Array | None = None) -> jax.Array:
   r"""Mean over masked positions of :math:`\mathrm{KL}(p \,\|\, q) = \sum_v p_v (\log p_v - \log q_v)`, in nats.
+
+  With ``classes_V`` the KL is taken between the distributions over outcome classes instead, each class
+  (e.g. a verb's singular and plural form, the target and foil of a minimal pair) one outcome:
+
+  .. math::
+     \mathrm{KL}(\bar p \,\|\, \bar q) = \sum_c P_c \log \frac{P_c}{Q_c}
+       = \sum_v p_v \big(\log P_{c(v)} - \log Q_{c(v)}\big),\qquad P_c = \sum_{v: c(v) = c} p_v.
+
+  It ignores how mass moves inside a class (which of y, y' the model predicts: the phenomenon itself)
+  and counts every other change; it never exceeds the plain KL (merging outcomes loses information).
 
   Args:
     log_p_BxTxV: log-probabilities of the unintervened model (constants).
     logits_q_BxTxV: logits of the intervened model.
     mask_BxT: 1 at positions that must not change (real tokens), 0 at padding.
+    classes_V: optional int32[V] class id of each vocabulary entry (see ``data.outcome_classes``).
   """
   log_q = jax.nn.log_softmax(logits_q_BxTxV, axis=-1)
-  kl_BxT = jnp.sum(jnp.exp(log_p_BxTxV) * (log_p_BxTxV - log_q), axis=-1)
+  if classes_V is None:
+    log_ratio = log_p_BxTxV - log_q
+  else:
+    log_ratio = class_log_totals(log_p_BxTxV, classes_V) - class_log_totals(log_q, classes_V)
+  kl_BxT = jnp.sum(jnp.exp(log_p_BxTxV) * log_ratio, axis=-1)
   return jnp.sum(kl_BxT * mask_BxT) / jnp.maximum(jnp.sum(mask_BxT), 1.0)

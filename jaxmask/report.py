@@ -128,6 +128,8 @@ def summary(results: dict[str, Any]) -> str:
            f"| worst condition | {min(sel['heldout_flip_rate_by_condition'].items(), key=lambda kv: kv[1])[0]}: "
            f"{_pct(min(sel['heldout_flip_rate_by_condition'].values()))} |",
            f"| control KL (mean replacement, held-out text) | {sel['control_kl']:.4f} nats/token |",
+           f"| control KL with each item's y, y' merged (all but the phenomenon's own choice) | "
+           f"{sel['control_kl_merged']:.4f} nats/token |",
            f"| control perplexity, clean -> intervened | {results['items']['control_clean_perplexity']:.2f} -> "
            f"{sel['control_perplexity']:.2f} |",
            f"| flip rate on {sel['other_phenomenon']} items | {_pct(sel['other_phenomenon_flip_rate'])} |", "",
@@ -136,10 +138,10 @@ def summary(results: dict[str, Any]) -> str:
   lines += [f"| {c} | {_pct(clean.get(c, float('nan')))} | {_pct(v)} |"
             for c, v in sel["heldout_flip_rate_by_condition"].items()]
   lines += ["", "## Sweep", "", "| method | lambda | size | E[L0] | train flip | held-out flip | control KL | "
-            "control ppl | other phenomenon flip |", "|---|---|---|---|---|---|---|---|---|"]
+            "merged KL | control ppl | other phenomenon flip |", "|---|---|---|---|---|---|---|---|---|---|"]
   lines += [f"| {r['method']} | {r['lambda']:.4g} | {len(r['units'])} | {r['expected_l0']:.1f} | "
             f"{_pct(r['train_flip_rate'])} | {_pct(r['heldout_flip_rate'])} | {r['control_kl']:.4f} | "
-            f"{r['control_perplexity']:.2f} | {_pct(r['other_phenomenon_flip_rate'])} |" for r in results["sweep"]]
+            f"{r['control_kl_merged']:.4f} | {r['control_perplexity']:.2f} | {_pct(r['other_phenomenon_flip_rate'])} |" for r in results["sweep"]]
   if "baselines" in results:
     base = results["baselines"]
     ks = [r["k"] for r in next(iter(base.values()))]

@@ -60,9 +60,15 @@ class Items:
 
 @flax.struct.dataclass
 class Control:
-  """Control text for the KL term: token rows (B, T) starting at the initial state, and their lengths."""
+  """Control text for the KL term: token rows (B, T) starting at the initial state, and their lengths.
+
+  ``classes_V`` (optional, int32[V]) groups the words whose choice is the phenomenon itself (each item's
+  target and foil, ``data.outcome_classes``): the merged KL treats each group as one outcome, so it counts
+  only what the intervention changes besides that choice (``objectives.kl_control``).
+  """
   tokens: jax.Array
   length: jax.Array
+  classes_V: jax.Array | None = None
 
 
 @flax.struct.dataclass
@@ -76,6 +82,7 @@ class Shared:
   control_mask: jax.Array | None = None
   control_r_h: jax.Array | None = None
   control_r_c: jax.Array | None = None
+  control_classes: jax.Array | None = None
 
 
 def _mask(length_B: jax.Array, steps: int) -> jax.Array:
@@ -131,22 +138,86 @@ def units_to_gates(unit_sets: list[list[int]], num_units: int) -> np.ndarray:
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("replacement", "sites", "chunk"))
+def span(items: Items, replacement: str = "counterfactual") -> tuple[int, int]:
+  """(start, end): the steps an intervention can change and the margins read, when ``items`` are concrete.
+
+  ``end`` is the longest row's length: later steps are padding and never read. ``start`` is, for the
+  counterfactual replacement, the first step at which some row's x and x' differ (capped so that every
+  row's last real step is still run): before it the replacement states equal the clean ones, so any gate
+  leaves those steps unchanged and they can be run once, unintervened. Traced items give (0, T).
+  """
+  steps = items.prefix.shape[1]
+  try:
+    prefix, counterfactual, length = (np.asarray(a) for a in (items.prefix, items.counterfactual, items.length))
+  except jax.errors.TracerArrayConversionError:  # inside jit: the full width, no skipping
+    return 0, steps
+  if length.size == 0:
+    return 0, steps
+  end = int(length.max())
+  if replacement != "counterfactual":
+    return 0, end
+  differs = prefix[:, :end] != counterfactual[:, :end]
+  first = np.where(differs.any(axis=1), differs.argmax(axis=1), end)
+  return int(min(first.min(), length.min() - 1)), end
+
+
+def _length_groups(length_B: np.ndarray, min_rows: int = 32) -> list[np.ndarray]:
+  """Row indices grouped by length: consecutive lengths join until a group has ``min_rows`` rows (or B / 8).
+
+  Few groups keep compilations and per-step overheads down; a group is padded only to its longest row.
+  """
+  min_rows = max(min_rows, len(length_B) // 8)
+  groups, current = [], []
+  for value in np.unique(length_B):
+    current.extend(np.flatnonzero(length_B == value).tolist())
+    if len(current) >= min_rows:
+      groups.append(current)
+      current = []
+  if current:  # the longest rows left over join the last group (or are the only one)
+    groups[-1:] = [(groups[-1] if groups else []) + current]
+  return [np.asarray(g) for g in groups]
+
+
 def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray | None = None,
             replacement: str = "counterfactual", mean_h: dict | None = None, sites: str = "h",
-            chunk: int = 32) -> jax.Array:
+            chunk: int = 32, by_length: bool = False) -> jax.Array:
   """Margins logit(y) - logit(y') of every item under each of S gate vectors: float32[S, B].
 
   ``gates_SxN=None`` gives the unintervened model, shape (1, B). The S interventions run vmapped in
   chunks of ``chunk`` (``lax.map`` with a batch size), sharing the replacement states and input projection.
   ``mean_h`` is the {"h", "c"} dict of ``mean_states`` for mean replacement (default: means over the prefixes).
+  Only the steps :func:`span` gives are run per gate vector: padding after the longest row is dropped, and
+  the steps before x and x' first differ run once, clean, and start every intervened run.
+
+  ``by_length=True`` runs rows of similar length apart, each group only over its own steps (little
+  padding): worth it when S is large (the all-unit pass), since each group's shape compiles once.
   """
+  if by_length and not isinstance(items.length, jax.core.Tracer):
+    length = np.asarray(items.length)
+    if replacement in ("mean", "learned") and mean_h is None:  # the mean over all rows, not over each group
+      mean_h = mean_states(params, items.prefix, items.length)
+    groups = _length_groups(length)
+    parts = [margins(params, items.take(g), gates_SxN, replacement, mean_h, sites, chunk) for g in groups]
+    return jnp.concatenate(parts, axis=1)[:, np.argsort(np.concatenate(groups))]
+  start, end = span(items, replacement)
+  return _margins(params, items, gates_SxN, replacement, mean_h, sites, chunk, start, end)
+
+
+@functools.partial(jax.jit, static_argnames=("replacement", "sites", "chunk", "start", "end"))
+def _margins(params, items, gates_SxN, replacement, mean_h, sites, chunk, start, end):
   if gates_SxN is None:
     gates_SxN = jnp.zeros((1, lstm.num_units(params, sites)))
+  items = items.replace(prefix=items.prefix[:, :end], counterfactual=items.counterfactual[:, :end])
   r = _replacement(params, items, replacement, mean_h)
-  r_c = r["c"] if "c" in sites else None
   xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.prefix])
-  return jax.lax.map(lambda z: margin(params, items, xproj0, z, r["h"], r_c, sites),
+  initial_state = None
+  if start > 0:
+    h, c = lstm.run_layers(params, xproj0[:, :start])
+    initial_state = (h[:, :, start - 1], c[:, :, start - 1])
+  late = lambda a: a if a is None or a.shape[2] == 1 else a[:, :, start:]
+  r_h, r_c = late(r["h"]), late(r["c"]) if "c" in sites else None
+  items = items.replace(length=items.length - start)
+  return jax.lax.map(lambda z: margin(params, items, xproj0[:, start:], z, r_h, r_c, sites, initial_state),
                      jnp.asarray(gates_SxN, jnp.float32), batch_size=chunk)
 
 
@@ -158,21 +229,24 @@ def control_kl(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.
   mean over the control text itself) at every step. Sets are processed a few at a time so that the
   (sets, B, T, V) log-probabilities stay under ``max_floats`` floats (128 MiB by default).
   """
-  return control_effects(params, control, gates_SxN, mean_h, sites, max_floats)[0]
+  return control_effects(params, control, gates_SxN, mean_h, sites, max_floats)["kl"]
 
 
 def control_effects(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.ndarray,
                     mean_h: dict | None = None, sites: str = "h", max_floats: int = 2 ** 25
-                    ) -> tuple[jax.Array, jax.Array]:
-  r"""(KL, perplexity) of the intervened model on control text, each float32[S]; as :func:`control_kl`.
+                    ) -> dict[str, jax.Array]:
+  r"""The intervened model on control text, as :func:`control_kl`: {"kl", "kl_merged", "perplexity"}, each float32[S].
 
-  Perplexity is :math:`\exp(-\frac{1}{N}\sum_t \log q(w_{t+1} \mid w_{\le t}))` over the N next-token
-  predictions inside the rows, under the same mean-replacement intervention; an all-zero gate vector
-  gives the clean model's perplexity.
+  "kl" compares full next-word distributions; "kl_merged" the same distributions with the words of
+  ``control.classes_V`` merged (the phenomenon's own choice, y vs y', not counted; equal to "kl" without
+  classes). Perplexity is :math:`\exp(-\frac{1}{N}\sum_t \log q(w_{t+1} \mid w_{\le t}))` over the N
+  next-token predictions inside the rows, under the same mean-replacement intervention; an all-zero gate
+  vector gives the clean model's perplexity.
   """
   batch, steps = control.tokens.shape
   chunk = max(1, min(32, max_floats // (batch * steps * int(params["decoder"]["w"].shape[0]))))
-  return _control_effects(params, control, gates_SxN, mean_h, sites, chunk)
+  kl, kl_merged, perplexity = _control_effects(params, control, gates_SxN, mean_h, sites, chunk)
+  return {"kl": kl, "kl_merged": kl_merged, "perplexity": perplexity}
 
 
 @functools.partial(jax.jit, static_argnames=("sites", "chunk"))
@@ -192,7 +266,9 @@ def _control_effects(params, control, gates_SxN, mean_h, sites, chunk):
     log_q_next = jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1], axis=-1), control.tokens[:, 1:, None],
                                      axis=-1)[..., 0]
     nll = -jnp.sum(log_q_next * next_mask) / jnp.maximum(jnp.sum(next_mask), 1.0)
-    return objectives.kl_control(log_p, logits, mask), jnp.exp(nll)
+    kl = objectives.kl_control(log_p, logits, mask)
+    kl_merged = kl if control.classes_V is None else objectives.kl_control(log_p, logits, mask, control.classes_V)
+    return kl, kl_merged, jnp.exp(nll)
 
   return jax.lax.map(one, jnp.asarray(gates_SxN, jnp.float32), batch_size=chunk)
 
@@ -287,7 +363,8 @@ def prepare(params: lstm.Params, items: Items, config: SearchConfig, control: Co
                   control_log_p=jax.nn.log_softmax(lstm.apply(params, control.tokens), axis=-1),
                   control_mask=_mask(control.length, control.tokens.shape[1]),
                   control_r_h=cm["h"].reshape(shape),
-                  control_r_c=cm["c"].reshape(shape) if "c" in config.sites else None)
+                  control_r_c=cm["c"].reshape(shape) if "c" in config.sites else None,
+                  control_classes=control.classes_V)
   return Shared(**shared)
 
 
@@ -333,7 +410,8 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
       intervention = lstm.Intervention(gates_N=z_N, h_LxBxTxH=shared.control_r_h, c_LxBxTxH=shared.control_r_c,
                                        sites=config.sites)
       h, _ = lstm.run_layers(params, shared.control_xproj0, intervention)
-      kl = objectives.kl_control(shared.control_log_p, lstm.decode(params, h[-1]), shared.control_mask)
+      kl = objectives.kl_control(shared.control_log_p, lstm.decode(params, h[-1]), shared.control_mask,
+                                 shared.control_classes)
       return loss + config.mu * kl, loss
     return loss, loss
 
@@ -416,7 +494,8 @@ def sweep(params: lstm.Params, items: Items, lambdas, method: str = "hard_concre
     sites: "h" (h of every layer) or "hc" (also c).
     replacement: "counterfactual" (states of the model on ``items.counterfactual``), "zero", "mean"
       (``mean_h`` or the mean over the prefixes) or "learned" (a trained vector per unit, from the mean).
-    objective: "flip" or "neutralise"; ``mu`` > 0 adds mu * KL on ``control`` text with mean replacement.
+    objective: "flip" or "neutralise"; ``mu`` > 0 adds mu * KL on ``control`` text with mean replacement
+      (the merged KL when ``control.classes_V`` is set: the units may change the phenomenon's choice, not the rest).
     num_samples, baseline: REINFORCE's samples per step and baseline ("moving_average" or "leave_one_out").
     init_logit: initial gate logit.
     chunk_steps: run the steps in jitted chunks of this size, calling ``callback(state, losses)`` after each

@@ -111,3 +111,11 @@ def test_load_blimp():
                                "distractor_agreement_relational_noun.jsonl.gz:1")
   with pytest.raises(data.DataError, match="line 1: no item has one_prefix_prefix"):
     data.load_blimp(data.vendored("blimp", "regular_plural_subject_verb_agreement_2.jsonl.gz"))
+
+
+def test_outcome_classes_join_pairs_that_share_a_word():
+  vocab = ["<eos>", "her", "his", "him", "is", "are", "dog"]
+  pairs = [data.Pair(prefix=("x",), target="his", foil="her"), data.Pair(prefix=("x",), target="Him", foil="her"),
+           data.Pair(prefix=("x",), target="are", foil="is"), data.Pair(prefix=("x",), target="cat", foil="dog")]
+  # her/his/him form one class (id 1, the smallest), is/are another (id 4); the OOV pair merges nothing.
+  np.testing.assert_array_equal(data.outcome_classes(pairs, vocab), [0, 1, 1, 1, 4, 4, 6])
