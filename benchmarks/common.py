@@ -128,7 +128,7 @@ class SearchProgram:
     return float(cost.get("flops", float("nan"))) if cost else None
 
 
-def step_flops(batch: int, steps: int, hidden: int, num_layers: int, vocab: int, embed: int | None = None
+def step_flops(batch: int, steps: int, hidden: int, num_layers: int, embed: int | None = None
                ) -> dict[str, float]:
   """Matmul FLOPs of one Hard Concrete search step, per lambda, with frozen weights.
 
@@ -136,8 +136,8 @@ def step_flops(batch: int, steps: int, hidden: int, num_layers: int, vocab: int,
   ``L * 2 B T H 4H``, forward input projections of layers 1..L-1 ``(L - 1) * 2 B T H 4H``, the same again
   backward for the gradient of the states (no weight gradients: weights are frozen), and the
   target/foil decoder rows (2 rows, negligible). Computed once per sweep and shared by every lambda and
-  step, so not per step: the layer-0 input projection and the counterfactual run (``lstm.apply``, which also
-  decodes every position over the full vocabulary). Elementwise work
+  step, so not per step: the layer-0 input projections of x and x' and the counterfactual run's layers
+  (``lstm.run_layers``: its logits are never computed). Elementwise work
   (sigmoids, tanh, the gate mix) is not counted, so the fraction of peak is, if anything, an underestimate.
   """
   embed = embed or hidden
@@ -145,7 +145,7 @@ def step_flops(batch: int, steps: int, hidden: int, num_layers: int, vocab: int,
   forward = num_layers * unit + (num_layers - 1) * unit + 2 * 2.0 * batch * hidden
   backward = num_layers * unit + (num_layers - 1) * unit
   projection0 = 2.0 * batch * steps * embed * 4 * hidden
-  shared = 2 * projection0 + num_layers * unit + (num_layers - 1) * unit + 2.0 * batch * steps * hidden * vocab
+  shared = 2 * projection0 + num_layers * unit + (num_layers - 1) * unit
   return {"per_lambda_step": forward + backward, "forward": forward, "backward": backward,
           "shared_once_per_sweep": shared}
 

@@ -33,13 +33,22 @@ def recurrence_gflops(rows: int, hidden: int, steps: int, repeats: int = 5) -> f
   return 2.0 * rows * hidden * 4 * hidden * steps / seconds / 1e9
 
 
+def projection_gflops(rows: int, hidden: int, repeats: int = 5) -> float:
+  """GFLOP/s of one (rows x H) @ (H x 4H) matmul: an upper layer's input projection over all steps at once."""
+  x = jax.random.normal(jax.random.key(0), (rows, hidden), jnp.float32)
+  w = jax.random.normal(jax.random.key(1), (4 * hidden, hidden), jnp.float32)
+  project = jax.jit(lambda x: x @ w.T)
+  seconds = common.median_seconds(lambda: jax.block_until_ready(project(x)), repeats, warmup=1)
+  return 2.0 * rows * hidden * 4 * hidden / seconds / 1e9
+
+
 def _measure(size: dict[str, int], num_lambdas: int, chunk: int, peak: float, with_breakdown: bool = True
              ) -> dict[str, Any]:
   prog = common.program(size, num_lambdas, chunk)
   seconds = prog.seconds(repeats=2) / chunk
   parts = common.breakdown(prog, num_lambdas) if with_breakdown else {"forward_ms": float("nan"),
                                                                       "forward_backward_ms": float("nan")}
-  flops = common.step_flops(size["batch"], size["steps"], size["hidden_size"], size["num_layers"], size["vocab_size"])
+  flops = common.step_flops(size["batch"], size["steps"], size["hidden_size"], size["num_layers"])
   executed = num_lambdas * flops["per_lambda_step"]
   return {"lambdas": num_lambdas, "seconds_per_step": seconds, "flops_per_step": executed,
           "flops_shared_once_per_sweep": flops["shared_once_per_sweep"], "gflops": executed / seconds / 1e9,
@@ -64,6 +73,11 @@ def run(quick: bool) -> dict[str, Any]:
       out["recurrence_gflops"][f"{name}_{lam}"] = {
           "rows": rows, "hidden": size["hidden_size"],
           "gflops": recurrence_gflops(rows, size["hidden_size"], size["steps"])}
+  # The same matmul shape at two sizes of the row dimension: the upper layer's input projection of all
+  # Λ x B x T rows at once, against the B x Λ rows one recurrent step multiplies.
+  g = common.GULORDAVA
+  out["projection_gflops"] = {} if quick else {f"rows_{rows}": projection_gflops(rows, g["hidden_size"])
+                                               for rows in (16 * g["batch"], 16 * g["batch"] * g["steps"])}
   out["fraction_of_peak"] = out["default"]["16"]["fraction_of_peak"]
   out["fraction_of_peak_gulordava"] = out["gulordava"]["16"]["fraction_of_peak"]
   rows = []
@@ -80,6 +94,11 @@ def run(quick: bool) -> dict[str, Any]:
   rows = [[name, lam, r["breakdown_ms"]["step"], r["breakdown_ms"]["forward_ms"], r["breakdown_ms"]["backward"],
            r["breakdown_ms"]["rest"]] for name in ("default", "gulordava")
           for lam, r in sorted(out[name].items(), key=lambda kv: int(kv[0]))]
+  if out["projection_gflops"]:
+    print(common.table(
+        f"Roofline: one (rows x 650) @ (650 x 2600) matmul, GFLOP/s (peak {peak['gflops']:.1f})",
+        ["rows", "GFLOP/s", "fraction of peak"],
+        [[k.split("_")[1], v, v / peak["gflops"]] for k, v in out["projection_gflops"].items()]))
   print(common.table("Roofline: where a step's time goes (ms; forward and gradient timed alone, rest = step - both)",
                      ["size", "Λ", "step", "forward (margins + loss)", "backward (gate gradient)",
                       "rest (sampling, L0, Adam, gather)"], rows))

@@ -27,6 +27,7 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained LM checkpoint dir
 _PARTS = flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, of {', '.join(PARTS)}.")
 _TABLES = flags.DEFINE_string("tables", None, "Also write the printed tables to this Markdown file.")
 _LAMBDA = flags.DEFINE_float("estimators_lambda", 0.01, "The sparsity coefficient of the estimators part.")
+_INIT = flags.DEFINE_float("estimators_init_logit", 0.0, "Both estimators' initial gate logit in the estimators part.")
 
 
 def _headline(results: dict) -> dict:
@@ -86,7 +87,7 @@ def main(argv: list[str]) -> None:
     if part in ("estimators", "ablation") and setup is None:
       setup = common.agreement_setup(_CHECKPOINT.value)
     if part == "estimators":
-      results[part] = estimators.run(setup, quick, _LAMBDA.value)
+      results[part] = estimators.run(setup, quick, _LAMBDA.value, _INIT.value)
     elif part == "ablation":
       results[part] = ablation.run(setup, quick)
     else:
