@@ -47,9 +47,10 @@ def test_main_job_writes_its_outputs_and_resumes_to_the_same_result(tiny_lm, tmp
     assert set(row) >= {"method", "lambda", "units", "expected_l0", "train_flip_rate", "heldout_flip_rate",
                         "heldout_flip_rate_by_condition", "control_kl", "seconds"}
     assert 0.0 <= row["heldout_flip_rate"] <= 1.0 and row["control_kl"] >= 0.0
+    assert 0.0 <= row["control_kl_merged"] <= row["control_kl"] + 1e-6  # merging outcomes never adds KL
   # The all-unit intervention turns the model into its counterfactual run: it flips what the clean model got right.
   assert set(saved["selected"]) >= {"method", "lambda", "units", "units_readable", "heldout_flip_rate",
-                                    "control_kl", "other_phenomenon_flip_rate"}
+                                    "control_kl", "control_kl_merged", "other_phenomenon_flip_rate"}
   assert set(saved["baselines"]) == {"hard_concrete", "reinforce", "single_unit", "integrated_gradients", "probe",
                                      "random"}
   assert [r["k"] for r in saved["baselines"]["random"]][:3] == [1, 2, 4]

@@ -133,6 +133,10 @@ def test_kl_control_term_is_added():
   # Gates nearly all open: mean replacement of every unit costs about 0.135 nats per token here.
   assert with_kl.loss_trace[0, 0] - plain.loss_trace[0, 0] == pytest.approx(0.135, abs=0.03)
   np.testing.assert_allclose(with_kl.task_loss_trace, plain.task_loss_trace, rtol=1e-6)
+  # With every word in one outcome class the merged KL, which the term then uses, is zero.
+  one_class = control.replace(classes_V=jnp.zeros(p["decoder"]["w"].shape[0], jnp.int32))
+  merged = search.sweep(p, it, [0.02], steps=1, learning_rate=0.1, mu=1.0, control=one_class, init_logit=4.0)
+  np.testing.assert_allclose(merged.loss_trace, plain.loss_trace, atol=1e-5)
 
 
 def test_control_effects_give_kl_and_perplexity():
