@@ -138,6 +138,14 @@ def units_to_gates(unit_sets: list[list[int]], num_units: int) -> np.ndarray:
   return out
 
 
+def _concrete(*arrays) -> tuple[np.ndarray, ...] | None:
+  """The arrays as NumPy arrays, or None when any is traced (called inside jit)."""
+  try:
+    return tuple(np.asarray(a) for a in arrays)
+  except jax.errors.TracerArrayConversionError:
+    return None
+
+
 def span(items: Items, replacement: str = "counterfactual") -> tuple[int, int]:
   """(start, end): the steps an intervention can change and the margins read, when ``items`` are concrete.
 
@@ -147,12 +155,10 @@ def span(items: Items, replacement: str = "counterfactual") -> tuple[int, int]:
   leaves those steps unchanged and they can be run once, unintervened. Traced items give (0, T).
   """
   steps = items.prefix.shape[1]
-  try:
-    prefix, counterfactual, length = (np.asarray(a) for a in (items.prefix, items.counterfactual, items.length))
-  except jax.errors.TracerArrayConversionError:  # inside jit: the full width, no skipping
+  arrays = _concrete(items.prefix, items.counterfactual, items.length)
+  if arrays is None or arrays[2].size == 0:  # traced (inside jit) or empty: the full width, no skipping
     return 0, steps
-  if length.size == 0:
-    return 0, steps
+  prefix, counterfactual, length = arrays
   end = int(length.max())
   if replacement != "counterfactual":
     return 0, end
@@ -192,8 +198,9 @@ def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray
   ``by_length=True`` runs rows of similar length apart, each group only over its own steps (little
   padding): worth it when S is large (the all-unit pass), since each group's shape compiles once.
   """
-  if by_length and not isinstance(items.length, jax.core.Tracer):
-    length = np.asarray(items.length)
+  concrete = _concrete(items.length) if by_length else None
+  if concrete is not None:
+    (length,) = concrete
     if replacement in ("mean", "learned") and mean_h is None:  # the mean over all rows, not over each group
       mean_h = mean_states(params, items.prefix, items.length)
     groups = _length_groups(length)
