@@ -82,7 +82,7 @@ def sized(size: dict[str, int], hidden_size: int | None = None, batch: int | Non
 
 
 class SearchProgram:
-  """``search._run_chunk`` compiled ahead of time for one shape: Λ lambdas, ``chunk`` steps per call.
+  """``search.run_steps`` compiled ahead of time for one shape: Λ lambdas, ``chunk`` steps per call.
 
   The gate-independent arrays (``search.prepare``) are computed once, as ``search.sweep`` does. Calling
   ``run(state)`` executes ``chunk`` steps of every lambda and returns the new state (blocked).
@@ -96,8 +96,9 @@ class SearchProgram:
     self.key = jax.random.key(seed)
     self.chunk = chunk or config.steps
     start = time.perf_counter()
-    lowered = search._run_chunk.lower(params, items, self.shared, self.key, self.initial_state(), self.lambdas,
-                                      jnp.arange(self.chunk, dtype=jnp.int32), config=config)
+    self.total_steps = jnp.asarray(config.steps, jnp.float32)  # sets the ramp and the hard phase, if any
+    lowered = search.run_steps.lower(params, items, self.shared, self.key, self.initial_state(), self.lambdas,
+                                     jnp.arange(self.chunk, dtype=jnp.int32), self.total_steps, config=config)
     self.compiled = lowered.compile()
     self.compile_seconds = time.perf_counter() - start
 
@@ -108,7 +109,7 @@ class SearchProgram:
           ) -> tuple[search.SweepState, jax.Array, jax.Array]:
     steps = jnp.arange(first_step, first_step + self.chunk, dtype=jnp.int32)
     out = self.compiled(self.params, self.items, self.shared, self.key if key is None else key, state,
-                        self.lambdas, steps)
+                        self.lambdas, steps, self.total_steps)
     return jax.block_until_ready(out)
 
   def seconds(self, repeats: int = 3) -> float:

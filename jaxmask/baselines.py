@@ -1,165 +1,21 @@
-r"""The baselines Hard Concrete must beat at equal set size k, scored and evaluated under the same intervention.
+r"""The methods Hard Concrete must beat at equal set size k, one registry entry each, evaluated under the same
+intervention.
 
-Every method ranks (or selects) units from the search items; every set is then evaluated on held-out items
-with the same gated replacement :math:`\tilde s = (1 - z) s + z r` as the search (``search.margins``), all
-sets in one vmapped pass. Methods: single-unit effects (Lakretz et al. 2019), Integrated Gradients and
-gradient x activation of the flip loss with respect to the gates, a diagnostic probe, random sets, and the
-best set of at most k units a Hard Concrete (or REINFORCE) sweep produced.
+Every method picks its sets from the search items; every set is then evaluated on held-out items with the
+same gated replacement :math:`\tilde s = (1 - z) s + z r` as the search (``search.margins``), all sets of
+all methods in one vmapped pass. A new method is one entry of :data:`METHODS`.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Sequence
+import dataclasses
+from typing import Callable, Sequence
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from jaxmask import lstm, objectives, search
-
-
-def _mean_flip_losses(params: lstm.Params, items: search.Items, gates_SxN, replacement: str,
-                      mean_h: dict | None, sites: str, chunk: int = 32, by_length: bool = False) -> jax.Array:
-  """Mean flip loss over the items under each of S gate vectors (``chunk`` at a time): float32[S]."""
-  m = search.margins(params, items, gates_SxN, replacement, mean_h, sites, chunk, by_length)
-  return objectives.flip_loss(m).mean(axis=1)
-
-
-def single_unit_effects(params: lstm.Params, items: search.Items, replacement: str = "counterfactual",
-                        sites: str = "h", mean_h: dict | None = None) -> jax.Array:
-  r"""Each unit's effect alone: the flip loss it removes when it is the only one intervened, float32[N].
-
-  .. math::
-     e_i = \overline{\ell}(0) - \overline{\ell}(e_i), \qquad \overline{\ell}(z) = \mathrm{mean}_{items}\,
-     \mathrm{softplus}(m(z))
-
-  with :math:`e_i` the i-th one-hot gate vector. The clean run and the N single-unit interventions are the
-  N + 1 rows of one ``search.margins`` call (vmapped, in chunks, the items grouped by length so that no
-  padded step is run). Larger = more important.
-  """
-  n = lstm.num_units(params, sites)
-  losses = _mean_flip_losses(params, items, jnp.eye(n + 1, n, k=-1), replacement, mean_h, sites, by_length=True)
-  return losses[0] - losses[1:]
-
-
-@functools.partial(jax.jit, static_argnames=("replacement", "sites"))
-def _gate_gradients(params: lstm.Params, items: search.Items, gates_SxN: jax.Array, replacement: str,
-                    mean_h: dict | None, sites: str) -> jax.Array:
-  """The gradient of the mean flip loss with respect to the gates at each of S points: float32[S, N].
-
-  The S losses are independent, so the gradient of their sum is, row by row, each point's gradient. All S
-  points run in one vmapped batch (memory grows with S; a single chunk also halves the compile time).
-  """
-  loss = lambda z: _mean_flip_losses(params, items, z, replacement, mean_h, sites, chunk=z.shape[0]).sum()
-  return jax.grad(loss)(gates_SxN)
-
-
-def integrated_gradients(params: lstm.Params, items: search.Items, steps: int = 32,
-                         replacement: str = "counterfactual", sites: str = "h", mean_h: dict | None = None
-                         ) -> jax.Array:
-  r"""Integrated Gradients of the mean flip loss along the straight gate path z = 0 -> 1, as a loss reduction.
-
-  .. math::
-     a_i = -\int_0^1 \frac{\partial \overline{\ell}}{\partial z_i}(\alpha \mathbf 1)\, d\alpha
-         \approx -\sum_{s=0}^{S} w_s \frac{\partial \overline{\ell}}{\partial z_i}(\tfrac{s}{S} \mathbf 1)
-
-  with trapezoid weights :math:`w = (\tfrac12, 1, \dots, 1, \tfrac12)/S`, S = ``steps``. The S + 1 gradients
-  come from one backward pass through one ``search.margins`` call, vmapped over the path. Completeness: since
-  :math:`\frac{d}{d\alpha}\overline{\ell}(\alpha\mathbf 1) = \sum_i \partial_i \overline{\ell}`,
-  :math:`\sum_i a_i = \overline{\ell}(0) - \overline{\ell}(\mathbf 1)` up to the quadrature error: the whole
-  intervention's loss reduction, shared among the units. Larger = more important.
-  """
-  if steps < 1:
-    raise ValueError(f"steps must be positive, got {steps}.")
-  n = lstm.num_units(params, sites)
-  alphas = jnp.linspace(0.0, 1.0, steps + 1)
-  grads_SxN = _gate_gradients(params, items, alphas[:, None] * jnp.ones((1, n)), replacement, mean_h, sites)
-  weights_S = jnp.full((steps + 1,), 1.0 / steps).at[jnp.array([0, steps])].set(0.5 / steps)
-  return -weights_S @ grads_SxN
-
-
-def gradient_x_activation(params: lstm.Params, items: search.Items, replacement: str = "counterfactual",
-                          sites: str = "h", mean_h: dict | None = None) -> jax.Array:
-  r"""Each unit's first-order loss reduction: :math:`-\partial\overline{\ell}/\partial z_i` at z = 0, float32[N].
-
-  Gradient x (replacement - activation): since :math:`\tilde s_{i,t} = s_{i,t} + z_i (r_{i,t} - s_{i,t})`
-  at every step t, the chain rule gives, at z = 0 (the clean run),
-
-  .. math::
-     \frac{\partial \overline{\ell}}{\partial z_i}
-       = \sum_t \frac{\partial \overline{\ell}}{\partial \tilde s_{i,t}}\,(r_{i,t} - s_{i,t}),
-
-  the gradient with respect to the state injected at step t (through every later step and layer) times the
-  counterfactual-minus-factual activation, summed over time (and averaged over items inside
-  :math:`\overline{\ell}`). It is the Taylor estimate of ``single_unit_effects`` and the one-point
-  (left Riemann) version of ``integrated_gradients``. Larger = more important.
-  """
-  n = lstm.num_units(params, sites)
-  return -_gate_gradients(params, items, jnp.zeros((1, n)), replacement, mean_h, sites)[0]
-
-
-@flax.struct.dataclass
-class Probe:
-  """A logistic-regression probe on standardised activations: weights, bias and training accuracy."""
-  weights_N: jax.Array
-  bias: jax.Array
-  accuracy: jax.Array
-
-
-def _activations(params: lstm.Params, tokens_BxT: jax.Array, length_B: jax.Array, sites: str) -> jax.Array:
-  """Every unit's state at position length - 1, flat in the order of the gate vector: float32[B, N]."""
-  _, states = lstm.apply(params, tokens_BxT, return_states=True)
-  rows = jnp.arange(tokens_BxT.shape[0])
-  return jnp.concatenate([jnp.swapaxes(states[s][:, rows, length_B - 1], 0, 1).reshape(len(rows), -1)
-                          for s in sites], axis=1)
-
-
-@functools.partial(jax.jit, static_argnames=("sites", "steps"))
-def fit_probe(params: lstm.Params, items: search.Items, labels_B: jax.Array, sites: str = "h",
-              steps: int = 500, learning_rate: float = 0.05, l2: float = 1e-2) -> Probe:
-  r"""Logistic regression of a binary label from the units' activations at the prediction position.
-
-  Rows: the prefixes with ``labels_B`` (e.g. 1 = singular subject, or the antecedent's gender) and the
-  counterfactuals with ``1 - labels_B``, so the two classes balance and each pair differs only in the
-  feature. Each unit is standardised over these rows (constant units get weight 0). Full-batch Adam,
-  ``steps`` steps, on
-
-  .. math::
-     \mathrm{mean}_{rows}\, \mathrm{BCE}(\sigma(x^\top w + b), y) + \tfrac{l_2}{2} \lVert w \rVert^2 .
-
-  The L2 term makes the optimum unique when the classes separate, so the ranking does not depend on when
-  the optimiser stops.
-  """
-  x = jnp.concatenate([_activations(params, items.prefix, items.length, sites),
-                       _activations(params, items.counterfactual, items.length, sites)])
-  y = jnp.concatenate([labels_B, 1 - labels_B]).astype(jnp.float32)
-  x = (x - x.mean(0)) / jnp.maximum(x.std(0), 1e-6)
-
-  def loss(p):
-    w, b = p
-    return optax.sigmoid_binary_cross_entropy(x @ w + b, y).mean() + 0.5 * l2 * jnp.sum(w ** 2)
-
-  opt = optax.adam(learning_rate)
-
-  def step(carry, _):
-    p, state = carry
-    updates, state = opt.update(jax.grad(loss)(p), state, p)
-    return (optax.apply_updates(p, updates), state), None
-
-  p0 = (jnp.zeros(x.shape[1]), jnp.zeros(()))
-  ((w, b), _), _ = jax.lax.scan(step, (p0, opt.init(p0)), length=steps)
-  return Probe(weights_N=w, bias=b, accuracy=jnp.mean((x @ w + b > 0) == (y > 0.5)))
-
-
-def probe(params: lstm.Params, items: search.Items, labels_B: jax.Array, sites: str = "h") -> jax.Array:
-  """The diagnostic probe's ranking: |weight| of each unit in ``fit_probe``, float32[N]. Larger = more important.
-
-  Correlational, not causal: a unit that encodes the label but that the model never reads scores as high.
-  """
-  return jnp.abs(fit_probe(params, items, jnp.asarray(labels_B), sites).weights_N)
+from jaxmask import attribution, lstm, objectives, search
 
 
 def random_sets(key: jax.Array, num_units: int, k: int, draws: int = 20) -> jax.Array:
@@ -171,6 +27,34 @@ def random_sets(key: jax.Array, num_units: int, k: int, draws: int = 20) -> jax.
 def top_k(scores_N, k: int) -> list[int]:
   """The sorted ids of the k largest scores; ties go to the lower id."""
   return sorted(np.argsort(-np.asarray(scores_N), kind="stable")[:k].tolist())
+
+
+def _best(m_SxB: jax.Array) -> np.ndarray:
+  """Row order, best first: more flips (margin < 0), then lower mean flip loss, then lower row index."""
+  flips = np.asarray((m_SxB < 0).sum(axis=1))
+  loss = np.asarray(objectives.flip_loss(m_SxB).mean(axis=1))
+  return np.lexsort((np.arange(len(flips)), loss, -flips))
+
+
+def greedy(params: lstm.Params, items: search.Items, k: int, replacement: str = "counterfactual",
+           sites: str = "h", mean_h: dict | None = None) -> list[list[int]]:
+  r"""Greedy activation patching (Vig et al. 2020): the nested sets of sizes 1..k, each sorted.
+
+  Start from :math:`S_0 = \emptyset`; round j adds to :math:`S_{j-1}` the unit u that maximises the number of
+  items flipped by :math:`S_{j-1} \cup \{u\}` (margin < 0); ties go to the lower mean flip loss, then to the
+  lower id. Each round is one ``search.margins`` call over the N + 1 gate vectors
+  :math:`[S_{j-1}, S_{j-1} \cup \{0\}, \dots, S_{j-1} \cup \{N-1\}]` (units already in the set are skipped),
+  the same shape every round and as :func:`attribution.single_unit_effects`, so it compiles once. k is
+  capped at N.
+  """
+  n = lstm.num_units(params, sites)
+  chosen, out = [], []
+  for _ in range(min(k, n)):
+    gates_SxN = np.maximum(search.units_to_gates([chosen], n), np.eye(n + 1, n, k=-1, dtype=np.float32))
+    order = _best(search.margins(params, items, gates_SxN, replacement, mean_h, sites, by_length=True)[1:])
+    chosen = chosen + [next(int(u) for u in order if u not in chosen)]
+    out.append(sorted(chosen))
+  return out
 
 
 def sweep_at_k(params: lstm.Params, items: search.Items, result: search.SweepResult, ks: Sequence[int],
@@ -198,52 +82,200 @@ def sweep_at_k(params: lstm.Params, items: search.Items, result: search.SweepRes
   return [next((candidates[s] for s in order if len(candidates[s]) <= k), []) for k in ks]
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The registry.
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What a method may read to choose its sets: the model, the search items and the intervention.
+
+  ``labels``: the search prefixes' binary probe labels (None: no probe). ``key``: for random sets.
+  """
+  params: lstm.Params
+  items: search.Items
+  replacement: str = "counterfactual"
+  sites: str = "h"
+  mean_h: dict | None = None
+  labels: np.ndarray | None = None
+  key: jax.Array | None = None
+  ig_steps: int = 32
+  draws: int = 20
+
+  @property
+  def scope(self) -> dict:
+    return dict(replacement=self.replacement, sites=self.sites, mean_h=self.mean_h)
+
+
+SetsFn = Callable[[Context, Sequence[int]], list[list[list[int]]] | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One method: its plot style and ``sets(context, ks)``.
+
+  ``sets`` gives, for each k, a list of sets of at most k units (one set for a deterministic method, one
+  per draw for random), or None when the method does not apply (the probe without labels). Search methods
+  have ``sets=None``: their sets come from the caller (``compare``'s sweeps or ``search_sets``).
+  """
+  label: str
+  color: str
+  marker: str
+  sets: SetsFn | None = None
+
+
+def ranked(score: Callable[[Context], jax.Array | None]) -> SetsFn:
+  """The ``sets`` of a scoring method: for each k, the top k units of ``score(context)`` (None: skipped)."""
+  def sets(context: Context, ks: Sequence[int]) -> list[list[list[int]]] | None:
+    scores_N = score(context)
+    return None if scores_N is None else [[top_k(scores_N, k)] for k in ks]
+  return sets
+
+
+def _greedy_sets(context: Context, ks: Sequence[int]) -> list[list[list[int]]]:
+  nested = greedy(context.params, context.items, max(ks, default=0), **context.scope)
+  return [[nested[min(k, len(nested)) - 1] if k > 0 else []] for k in ks]
+
+
+def _random_sets(context: Context, ks: Sequence[int]) -> list[list[list[int]]]:
+  n = lstm.num_units(context.params, context.sites)
+  keys = jax.random.split(jax.random.key(0) if context.key is None else context.key, len(ks))
+  return [np.asarray(random_sets(key, n, k, context.draws)).tolist() for key, k in zip(keys, ks)]
+
+
+METHODS: dict[str, Method] = {
+    "hard_concrete": Method("Hard Concrete", "C0", "o"),
+    "reinforce": Method("REINFORCE", "C1", "s"),
+    "hard_concrete_kl": Method("Hard Concrete + KL control", "C9", "*"),
+    "single_unit": Method("single-unit effects", "C2", "^", ranked(
+        lambda c: attribution.single_unit_effects(c.params, c.items, **c.scope))),
+    "integrated_gradients": Method("Integrated Gradients", "C3", "v", ranked(
+        lambda c: attribution.integrated_gradients(c.params, c.items, c.ig_steps, **c.scope))),
+    "gradient_x_activation": Method("gradient x activation", "C5", "<", ranked(
+        lambda c: attribution.gradient_x_activation(c.params, c.items, c.sites))),
+    "attribution_patching": Method("attribution patching", "C6", ">", ranked(
+        lambda c: attribution.attribution_patching(c.params, c.items, **c.scope))),
+    "greedy": Method("greedy patching", "C8", "P", _greedy_sets),
+    "probe": Method("diagnostic probe", "C4", "D", ranked(
+        lambda c: None if c.labels is None else attribution.probe(c.params, c.items, c.labels, c.sites))),
+    "random": Method("random", "C7", "x", _random_sets),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def bootstrap_rates(flips_SxB: np.ndarray, resamples: int = 1000, seed: int = 0) -> np.ndarray:
+  r"""The flip rate of each of S sets on ``resamples`` bootstrap resamples of the B items: float[S, R].
+
+  Resample r draws B items with replacement; item b is drawn :math:`c_{rb}` times, so the resampled rate is
+  :math:`\frac1B \sum_b f_{sb} c_{rb}`: one matrix product. The same resamples (a fixed NumPy seed) serve
+  every set, so differences between sets are paired.
+  """
+  b = flips_SxB.shape[1]
+  counts_RxB = np.random.default_rng(seed).multinomial(b, np.full(b, 1.0 / b), size=resamples)
+  return np.asarray(flips_SxB, np.float64) @ counts_RxB.T / b
+
+
+def auc(rows: Sequence[dict]) -> float:
+  r"""Normalised area under the held-out flip rate vs k: :math:`\frac{1}{k_{max} - k_{min}} \int f(k)\, dk`.
+
+  Trapezoid rule over the rows' k (linear in k); in [0, 1]. A single k gives its flip rate.
+  """
+  k = np.array([r["k"] for r in rows], np.float64)
+  f = np.array([r["heldout_flip_rate"] for r in rows], np.float64)
+  order = np.argsort(k)
+  k, f = k[order], f[order]
+  if len(k) == 0:
+    raise ValueError("auc needs at least one row.")
+  if k[-1] == k[0]:
+    return float(f.mean())
+  return float(np.sum(np.diff(k) * (f[1:] + f[:-1]) / 2) / (k[-1] - k[0]))
+
+
 def compare(params: lstm.Params, search_items: search.Items, heldout_items: search.Items, ks: Sequence[int],
-            hard_concrete: search.SweepResult, reinforce: search.SweepResult | None = None,
+            hard_concrete: search.SweepResult | None = None, reinforce: search.SweepResult | None = None,
             labels: np.ndarray | None = None, key: jax.Array | None = None,
             replacement: str = "counterfactual", sites: str = "h", mean_h: dict | None = None,
-            draws: int = 20, ig_steps: int = 32) -> dict[str, list[dict]]:
-  """Every method's set of (at most) k units, chosen on ``search_items``, evaluated on ``heldout_items``.
+            draws: int = 20, ig_steps: int = 32,
+            search_sets: dict[str, list[list[list[int]]]] | None = None,
+            methods: Sequence[str] | None = None) -> dict[str, list[dict]]:
+  r"""Every method's set of (at most) k units, chosen on ``search_items``, evaluated on ``heldout_items``.
 
-  Sets: ``hard_concrete`` and ``reinforce`` by ``sweep_at_k``; ``single_unit``, ``integrated_gradients``
-  and ``probe`` (only when ``labels``, the search prefixes' binary labels, are given) by ``top_k`` of their
-  scores; ``random``: ``draws`` uniform draws per k (from ``key``, default ``jax.random.key(0)``). Every set
-  of every method and k is evaluated in one ``search.margins`` call with the same intervention
-  (``replacement``, ``sites``, ``mean_h``) as the search.
+  Search methods: ``search_sets[name]`` (a list over seeds of one set per k, computed by the caller; always
+  evaluated) or, for "hard_concrete" and "reinforce" when not given there, ``sweep_at_k`` of the sweep
+  passed. Every other entry of :data:`METHODS` chooses its own sets from a :class:`Context`; the probe needs
+  ``labels``, random draws ``draws`` sets per k from ``key`` (default ``jax.random.key(0)``). ``methods``
+  names the registry entries to run (default: all that apply). Every set of every method and k, and the
+  clean model, are evaluated in one ``search.margins`` call with the same intervention (``replacement``,
+  ``sites``, ``mean_h``) as the search.
 
   Returns:
-    ``{method: [{"k", "units", "heldout_flip_rate"}, ...]}``, one entry per k in order; the flip rate is
-    the fraction of held-out items whose intervened margin logit(y) - logit(y') is < 0. For ``random``,
-    "units" lists the draws, "heldout_flip_rate" is their mean and "heldout_flip_rate_sd" their standard
-    deviation.
+    ``{method: [row, ...]}``, one row per k in order, each with "k", "units", "heldout_flip_rate" (the
+    fraction of held-out items whose intervened margin m = logit(y) - logit(y') is < 0), "ci95" ([lo, hi]:
+    the 2.5 and 97.5 percentiles over 1000 bootstrap resamples of the items, see :func:`bootstrap_rates`),
+    "mean_logit_diff_change" (mean over items of :math:`m_{clean} - m_{intervened}`) and "auc" (the
+    method's :func:`auc`, the same in every row). When a method has several sets per k (random draws,
+    seeds), rates are means over them and the interval is that of the mean: random adds
+    "heldout_flip_rate_sd" (over draws) and lists the draws in "units"; a method from ``search_sets`` has
+    "units" of the first seed, "units_per_seed", "heldout_flip_rate_per_seed", "seed_min" and "seed_max".
   """
   ks = [int(k) for k in ks]
   n = lstm.num_units(params, sites)
-  scope = dict(replacement=replacement, sites=sites, mean_h=mean_h)
-  sets = {"hard_concrete": sweep_at_k(params, search_items, hard_concrete, ks, **scope)}
-  if reinforce is not None:
-    sets["reinforce"] = sweep_at_k(params, search_items, reinforce, ks, **scope)
-  scores = {"single_unit": single_unit_effects(params, search_items, **scope),
-            "integrated_gradients": integrated_gradients(params, search_items, ig_steps, **scope)}
-  if labels is not None:
-    scores["probe"] = probe(params, search_items, labels, sites)
-  sets.update({name: [top_k(s, k) for k in ks] for name, s in scores.items()})
-  groups = [(name, k, [units]) for name, per_k in sets.items() for k, units in zip(ks, per_k)]
-  keys = jax.random.split(jax.random.key(0) if key is None else key, len(ks))
-  groups += [("random", k, np.asarray(random_sets(kk, n, k, draws)).tolist()) for kk, k in zip(keys, ks)]
+  names = list(METHODS) if methods is None else list(methods)
+  unknown = [m for m in [*names, *(search_sets or {})] if m not in METHODS]
+  if unknown:
+    raise ValueError(f"unknown methods {unknown}; the registry has {', '.join(METHODS)}.")
+  context = Context(params, search_items, replacement, sites, mean_h, labels, key, ig_steps, draws)
+  sweeps = {"hard_concrete": hard_concrete, "reinforce": reinforce}
+  groups: dict[str, list[list[list[int]]]] = {}  # method -> per k -> sets
+  for name in METHODS:
+    if name in (search_sets or {}):
+      per_seed = search_sets[name]
+      if not per_seed or any(len(sets) != len(ks) for sets in per_seed):
+        raise ValueError(f"search_sets[{name!r}] must list, for each seed, one set per k ({len(ks)}).")
+      groups[name] = [[list(sets[i]) for sets in per_seed] for i in range(len(ks))]
+    elif name not in names:
+      continue
+    elif METHODS[name].sets is None:
+      if sweeps.get(name) is not None:
+        groups[name] = [[units] for units in sweep_at_k(params, search_items, sweeps[name], ks, replacement,
+                                                         sites, mean_h)]
+    else:
+      sets = METHODS[name].sets(context, ks)
+      if sets is not None:
+        groups[name] = sets
+  for name, per_k in groups.items():
+    for k, sets in zip(ks, per_k):
+      if any(len(units) > k for units in sets):
+        raise ValueError(f"{name} gave a set of more than k = {k} units.")
 
-  flat = [units for _, _, group in groups for units in group]
-  flips_S = np.asarray((search.margins(params, heldout_items, search.units_to_gates(flat, n),
-                                 replacement, mean_h, sites) < 0).mean(axis=1))
-  out = {name: [] for name, _, _ in groups}
-  start = 0
-  for name, k, group in groups:
-    rates = flips_S[start:start + len(group)]
-    start += len(group)
-    row = {"k": k, "units": group if name == "random" else group[0], "heldout_flip_rate": float(rates.mean())}
-    if name == "random":
-      row["heldout_flip_rate_sd"] = float(rates.std())
-    out[name].append(row)
+  flat = [units for per_k in groups.values() for sets in per_k for units in sets]
+  m_SxB = np.asarray(search.margins(params, heldout_items, search.units_to_gates([[]] + flat, n), replacement,
+                                    mean_h, sites))
+  clean_B, m_SxB = m_SxB[0], m_SxB[1:]
+  flips_SxB = m_SxB < 0
+  rates_S, change_S = flips_SxB.mean(axis=1), (clean_B - m_SxB).mean(axis=1)
+  boot_SxR = bootstrap_rates(flips_SxB)
+  out, start = {}, 0
+  for name, per_k in groups.items():
+    rows = []
+    for k, sets in zip(ks, per_k):
+      part = slice(start, start + len(sets))
+      start += len(sets)
+      rates = rates_S[part]
+      lo, hi = np.percentile(boot_SxR[part].mean(axis=0), [2.5, 97.5])
+      row = {"k": k, "units": sets if name == "random" else sets[0], "heldout_flip_rate": float(rates.mean()),
+             "ci95": [float(lo), float(hi)], "mean_logit_diff_change": float(change_S[part].mean())}
+      if name == "random":
+        row["heldout_flip_rate_sd"] = float(rates.std())
+      elif name in (search_sets or {}):
+        row.update(units_per_seed=sets, heldout_flip_rate_per_seed=rates.tolist(), seed_min=float(rates.min()),
+                   seed_max=float(rates.max()))
+      rows.append(row)
+    area = auc(rows) if rows else None
+    out[name] = [dict(row, auc=area) for row in rows]
   return out
 
 

@@ -11,6 +11,7 @@ Every command takes such a directory as ``--checkpoint``; ``params, config, voca
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -113,3 +114,72 @@ def load(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]:
     params = ckptr.restore(params_path, abstract)
   params = jax.tree.map(jnp.asarray, params)
   return params, config, vocab
+
+
+# The shipped default LM: one float16 .npz of parameters, config.json and vocab.txt inside the package,
+# each file's sha256 recorded in config.json ("files") and checked on load.
+
+DEFAULT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_lm")
+_RESTORE = ("reinstall jaxmask (pip install --force-reinstall .) or retrain and pack it: "
+            "`python -m jaxmask.train_lm --flagfile=configs/lm.cfg --workdir=workdir_lm2` then "
+            "`python -c \"from jaxmask import checkpoints; checkpoints.pack('workdir_lm2')\"`")
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def pack(checkpoint_dir: str, directory: str = DEFAULT_DIR, extra_config: dict[str, Any] | None = None) -> str:
+  """Writes a checkpoint directory as a packed one: params.npz (float16), config.json (with the files'
+  sha256 and ``extra_config``) and vocab.txt. Returns ``directory``."""
+  params, config, vocab = load(checkpoint_dir)
+  flat = {jax.tree_util.keystr(p): np.asarray(a, np.float16) for p, a in jax.tree_util.tree_flatten_with_path(params)[0]}
+  os.makedirs(directory, exist_ok=True)
+  np.savez_compressed(os.path.join(directory, "params.npz"), **flat)
+  with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(vocab) + "\n")
+  config = {**config, **(extra_config or {}), "params_dtype": "float16"}
+  config["files"] = {name: _sha256(os.path.join(directory, name)) for name in ("params.npz", "vocab.txt")}
+  with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+    json.dump(config, f, indent=2)
+  return directory
+
+
+def load_packed(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]:
+  """Reads (float32 params, config, vocab) from a directory written by :func:`pack`, checking every file's
+  sha256; a missing or corrupt file is a CheckpointError of one sentence naming it and how to restore it."""
+  config_path = os.path.join(directory, "config.json")
+  try:
+    with open(config_path, encoding="utf-8") as f:
+      config = json.load(f)
+    files = config["files"]
+  except FileNotFoundError:
+    raise CheckpointError(f"the packed LM file {config_path} is missing; {_RESTORE}.") from None
+  except (json.JSONDecodeError, KeyError, TypeError):
+    raise CheckpointError(f"the packed LM file {config_path} is corrupt; {_RESTORE}.") from None
+  for name, digest in files.items():
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+      raise CheckpointError(f"the packed LM file {path} is missing; {_RESTORE}.")
+    if _sha256(path) != digest:
+      raise CheckpointError(f"the packed LM file {path} is corrupt (its sha256 differs from config.json's); "
+                            f"{_RESTORE}.")
+  vocab = read_vocab(os.path.join(directory, "vocab.txt"))
+  abstract = jax.eval_shape(lambda: lstm.init(jax.random.key(0), *(config[k] for k in MODEL_KEYS)))
+  with np.load(os.path.join(directory, "params.npz")) as stored:
+    leaves = [jnp.asarray(stored[jax.tree_util.keystr(p)], jnp.float32)
+              for p, _ in jax.tree_util.tree_flatten_with_path(abstract)[0]]
+  return jax.tree.unflatten(jax.tree.structure(abstract), leaves), config, vocab
+
+
+def load_default() -> tuple[lstm.Params, dict[str, Any], list[str]]:
+  """The LM shipped in the package (``jaxmask/default_lm/``): (float32 params, config, vocab).
+
+  ``config`` records the training settings ("train"), the measured figures ("figures"), the training
+  corpus's sha256 ("corpus_sha256") and the files' sha256 ("files").
+  """
+  return load_packed(DEFAULT_DIR)

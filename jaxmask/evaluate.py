@@ -192,15 +192,17 @@ def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], 
   return result
 
 
-def running_text(vocab: list[str], num_contexts: int, sentences_per_context: int, seed: int = 0) -> list[list[int]]:
-  """Token ids of held-out generated text ("control" split): ``<eos> s1 <eos> s2 ...``, ready to precede an item.
+def running_text(vocab: list[str], num_contexts: int, sentences_per_context: int, seed: int = 0,
+                 language: str = "small") -> list[list[int]]:
+  """Token ids of held-out generated text ("control" split of the generator's ``language``): ``<eos> s1 <eos>
+  s2 ...``, ready to precede an item.
 
   Each context ends with its last sentence's final word; the item's own ``<eos>`` follows, as in training rows.
   """
   from jaxmask import grammar
   index = {w: i for i, w in enumerate(vocab)}
   eos, unk = index["<eos>"], index.get("<unk>", 0)
-  text = grammar.corpus(num_contexts * sentences_per_context, seed, split="control")
+  text = grammar.corpus(num_contexts * sentences_per_context, seed, split="control", language=language)
   contexts = []
   for k in range(num_contexts):
     ids = []
@@ -210,14 +212,16 @@ def running_text(vocab: list[str], num_contexts: int, sentences_per_context: int
   return contexts
 
 
-def load_items(spec: str, fmt: str, n_per_cell: int = 200, seed: int = 0) -> list[Any]:
+def load_items(spec: str, fmt: str, n_per_cell: int = 200, seed: int = 0, language: str = "small") -> list[Any]:
   """Pairs from a file (``fmt`` tsv | marvin_linzen | blimp) or a built-in set (``builtin:agreement``,
-  ``builtin:agreement_search``, ``builtin:gender``, ``builtin:marvin_linzen``)."""
+  ``builtin:agreement_search``, ``builtin:gender``, ``builtin:marvin_linzen``). The agreement sets hold
+  every condition of the generator's ``language`` (the one the model was trained on)."""
   from jaxmask import data
   from jaxmask import grammar
   builtins = {
-      "builtin:agreement": lambda: grammar.agreement_items(n_per_cell, seed, split="heldout"),
-      "builtin:agreement_search": lambda: grammar.agreement_items(n_per_cell, seed, split="search"),
+      "builtin:agreement": lambda: grammar.agreement_items(n_per_cell, seed, split="heldout", language=language),
+      "builtin:agreement_search": lambda: grammar.agreement_items(n_per_cell, seed, split="search",
+                                                                  language=language),
       "builtin:gender": lambda: grammar.gender_items("heldout"),
       "builtin:marvin_linzen": lambda: data.load_marvin_linzen(),
   }
@@ -260,8 +264,9 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
       raise ValueError(f"unexpected arguments {' '.join(argv[1:])}; flags are written --name=value.")
     if not FLAGS.items:
       raise ValueError("--items is required: a minimal-pair TSV file or builtin:agreement / builtin:gender.")
-    params, _, vocab = checkpoints.load(FLAGS.checkpoint)
-    pairs = load_items(FLAGS.items, FLAGS.format, FLAGS.n_per_cell, FLAGS.seed)
+    params, config, vocab = checkpoints.load(FLAGS.checkpoint)
+    language = config.get("train", {}).get("lexicon", "small")  # the generator the model was trained on
+    pairs = load_items(FLAGS.items, FLAGS.format, FLAGS.n_per_cell, FLAGS.seed, language)
     units = parse_units(FLAGS.units, lstm.num_units(params, "h")) if FLAGS.units is not None else None
     pct_female = None
     if any({p.target.lower(), p.foil.lower()} == {"he", "she"} for p in pairs):
@@ -269,7 +274,7 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
       pct_female = grammar.occupation_pct_female()
     contexts = None
     if FLAGS.context_sentences > 0:
-      contexts = running_text(vocab, 5, FLAGS.context_sentences, FLAGS.seed)
+      contexts = running_text(vocab, 5, FLAGS.context_sentences, FLAGS.seed, language)
     result = evaluate_pairs(params, vocab, pairs, units, FLAGS.intervention, pct_female, contexts)
     text = json.dumps(finite(result), indent=2)
     if FLAGS.output:

@@ -50,11 +50,19 @@ class Config:
   replacement: str = "counterfactual"
   mu: float = 0.0
   seed: int = 0
+  # The end-game (jaxmask/endgame.py, README "Reaching a discrete set").
+  init_logit: float = 3.0
+  schedule: str = "ramp"
+  ramp_fraction: float = 0.1
+  hard_fraction: float = 0.9
+  multiplier_lr: float = 0.01
   target_flip: float = 0.95
   only_known: bool = True             # measure flips only on items the clean model gets right both ways
   select_by: str = "every_condition"  # or "overall": which held-out flip rate must reach target_flip
   baselines: str = "all"               # "all" or "none"
-  baseline_ks: tuple[int, ...] = (1, 2, 4, 8, 16)
+  baseline_ks: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # the curves' set sizes
+  search_seeds: int = 3                # seeds of each search estimator's target-size sweep in the comparison
+  specificity_mu: float = 0.0          # > 0: also a Hard Concrete target-size sweep with mu * merged control KL
   random_draws: int = 20
   control_sentences: int = 200
   chunk_steps: int = 50
@@ -181,25 +189,31 @@ def flip_rates(margins_SxB: np.ndarray, pairs: list[data.Pair]) -> tuple[list[fl
 # The search, checkpointed with orbax so a killed run resumes.
 
 
-def _fingerprint(config: Config, method: str, items: search.Items, lambdas: np.ndarray) -> str:
-  settings = {k: v for k, v in dataclasses.asdict(config).items()
-              if k in ("steps", "learning_rate", "batch_size", "sites", "replacement", "mu", "seed")}
-  h = hashlib.sha256(json.dumps([settings, method, lambdas.tolist()], sort_keys=True).encode())
+def search_config_of(config: Config, method: str, targets: bool = False) -> search.SearchConfig:
+  """The search settings of ``config`` for ``method`` (target sizes instead of lambdas when ``targets``)."""
+  fields = {f.name for f in dataclasses.fields(search.SearchConfig)}
+  settings = {k: v for k, v in dataclasses.asdict(config).items() if k in fields}
+  return search.SearchConfig(**{**settings, "method": method, "targets": targets})
+
+
+def _fingerprint(search_config: search.SearchConfig, seed: int, items: search.Items, values: np.ndarray) -> str:
+  h = hashlib.sha256(json.dumps([dataclasses.asdict(search_config), seed, values.tolist()], sort_keys=True).encode())
   for a in jax.tree.leaves(items):
     h.update(np.asarray(a).tobytes())
   return h.hexdigest()[:16]
 
 
 def run_sweep(params: lstm.Params, items: search.Items, config: Config, method: str, control: search.Control | None,
-              name: str = "") -> search.SweepResult:
-  """The sweep of ``method`` over ``config.lambdas``, with a progress bar and an orbax checkpoint per chunk.
+              name: str = "", targets: tuple[int, ...] = ()) -> search.SweepResult:
+  """The sweep of ``method`` over ``config.lambdas`` (or over target sizes ``targets``), checkpointed.
 
-  Checkpoints go to ``config.workdir/(name or search_{method})``; a directory holding a search with other
-  settings is refused.
+  A progress bar, and an orbax checkpoint per chunk in ``config.workdir/(name or search_{method})``; a
+  directory holding a search with other settings is refused.
   """
-  lambdas = np.asarray(config.lambdas, np.float32)
+  search_config = search_config_of(config, method, bool(targets))
+  values = np.asarray(targets or config.lambdas, np.float32)
   directory = os.path.abspath(os.path.join(config.workdir, name or f"search_{method}"))
-  fingerprint = _fingerprint(config, method, items, lambdas)
+  fingerprint = _fingerprint(search_config, config.seed, items, values)
   os.makedirs(directory, exist_ok=True)
   marker = os.path.join(directory, "fingerprint.txt")
   if os.path.exists(marker) and open(marker).read().strip() != fingerprint:
@@ -207,15 +221,11 @@ def run_sweep(params: lstm.Params, items: search.Items, config: Config, method: 
                           f"({directory}); use a new --workdir or delete that directory to start over.")
   with open(marker, "w") as f:
     f.write(fingerprint)
-  kwargs = dict(method=method, steps=config.steps, learning_rate=config.learning_rate, seed=config.seed,
-                batch_size=config.batch_size, sites=config.sites, replacement=config.replacement, mu=config.mu,
-                control=control if config.mu > 0 else None)
-  num = len(lambdas)
+  num = len(values)
   traces = {"loss": np.full((config.steps, num), np.nan, np.float32)}
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=1))
   state = None
   if manager.latest_step() is not None:
-    search_config = search.SearchConfig(**{k: v for k, v in kwargs.items() if k not in ("seed", "control")})
     padded = int(np.ceil(num / jax.device_count()) * jax.device_count())
     init = jax.eval_shape(lambda: search.init_state(params, jnp.zeros(padded), search_config,  # shapes only
                                                     search.prepare(params, items, search_config, control)))
@@ -224,7 +234,7 @@ def run_sweep(params: lstm.Params, items: search.Items, config: Config, method: 
     traces = {k: np.asarray(restored[k]) for k in traces}
     print(f"Resuming the {method} search from step {int(state.step)} ({directory}).", flush=True)
   start = 0 if state is None else int(state.step)
-  bar = tqdm.tqdm(total=config.steps, initial=start, desc=f"{name or method} x{num} lambdas", unit="step",
+  bar = tqdm.tqdm(total=config.steps, initial=start, desc=f"{name or method} x{num} {'sizes' if targets else 'lambdas'}", unit="step",
                   dynamic_ncols=True)
   position = [start]
 
@@ -236,7 +246,9 @@ def run_sweep(params: lstm.Params, items: search.Items, config: Config, method: 
     bar.set_postfix(loss=f"{float(np.nanmean(losses[-1])):.3f}")
     manager.save(done, args=ocp.args.StandardSave({"state": s, **traces}))
 
-  result = search.sweep(params, items, lambdas, **kwargs, chunk_steps=config.chunk_steps, state=state, callback=save)
+  result = search.sweep(params, items, values, config.seed, config=search_config,
+                        control=control if config.mu > 0 else None, chunk_steps=config.chunk_steps, state=state,
+                        callback=save)
   manager.wait_until_finished()
   bar.close()
   if not np.isfinite(result.logits).all():
@@ -309,24 +321,33 @@ def trace_data(params: lstm.Params, pairs: list[data.Pair], items: search.Items,
           "groups": groups, "units": [search.readable(u, num_layers, hidden) for u in units]}
 
 
+def side_effects(params: lstm.Params, unit_sets: list[list[int]], config: Config,
+                 other: tuple[search.Items, list[data.Pair]], control: search.Control) -> list[dict[str, Any]]:
+  """Per set, what it does besides flipping the phenomenon: control KL (plain, merged), perplexity, the other
+  phenomenon's flip rate (None when the model gets none of its items right)."""
+  gates_SxN = search.units_to_gates(unit_sets, lstm.num_units(params, config.sites))
+  other_flip = [None] * len(unit_sets)
+  if other[1]:
+    other_flip, _ = flip_rates(np.asarray(search.margins(params, other[0], gates_SxN, replacement=config.replacement,
+                                                         sites=config.sites)), other[1])
+  effects = {k: np.asarray(v) for k, v in search.control_effects(params, control, gates_SxN, sites=config.sites).items()}
+  return [{"control_kl": float(effects["kl"][s]), "control_kl_merged": float(effects["kl_merged"][s]),
+           "control_perplexity": float(effects["perplexity"][s]), "other_phenomenon_flip_rate": other_flip[s]}
+          for s in range(len(unit_sets))]
+
+
 def evaluate_sets(params: lstm.Params, unit_sets: list[list[int]], config: Config, search_items: search.Items,
                   heldout: tuple[search.Items, list[data.Pair]], other: tuple[search.Items, list[data.Pair]],
                   control: search.Control) -> list[dict[str, Any]]:
-  """Per set: train and held-out flip rates (by condition), control KL and perplexity, the other phenomenon's flip rate."""
-  n = lstm.num_units(params, config.sites)
-  gates_SxN = search.units_to_gates(unit_sets, n)
+  """Per set: train and held-out flip rates (by condition), and its :func:`side_effects`."""
+  gates_SxN = search.units_to_gates(unit_sets, lstm.num_units(params, config.sites))
   scope = dict(replacement=config.replacement, sites=config.sites)
   train_flip = np.asarray((search.margins(params, search_items, gates_SxN, **scope) < 0).mean(axis=1))
   heldout_flip, by_condition = flip_rates(np.asarray(search.margins(params, heldout[0], gates_SxN, **scope)),
                                           heldout[1])
-  other_flip = [None] * len(unit_sets)  # None: the model gets none of the other phenomenon's items right
-  if other[1]:
-    other_flip, _ = flip_rates(np.asarray(search.margins(params, other[0], gates_SxN, **scope)), other[1])
-  effects = {k: np.asarray(v) for k, v in search.control_effects(params, control, gates_SxN, sites=config.sites).items()}
   return [{"train_flip_rate": float(train_flip[s]), "heldout_flip_rate": heldout_flip[s],
-           "heldout_flip_rate_by_condition": by_condition[s], "control_kl": float(effects["kl"][s]),
-           "control_kl_merged": float(effects["kl_merged"][s]), "control_perplexity": float(effects["perplexity"][s]),
-           "other_phenomenon_flip_rate": other_flip[s]} for s in range(len(unit_sets))]
+           "heldout_flip_rate_by_condition": by_condition[s], **effects}
+          for s, effects in enumerate(side_effects(params, unit_sets, config, other, control))]
 
 
 def seed_stability(params: lstm.Params, search_items: search.Items, config: Config, selected_row: dict,
@@ -354,6 +375,51 @@ def seed_stability(params: lstm.Params, search_items: search.Items, config: Conf
     rates.append(flips[chosen])
   return {"seeds": seeds, "units": sets, "heldout_flip_rate": rates,
           "jaccard": baselines.overlap_matrix(sets).tolist()}
+
+
+def compare_methods(params: lstm.Params, config: Config, search_items: search.Items, search_pairs: list[data.Pair],
+                    heldout_items: search.Items, selected: list[int], other: tuple[search.Items, list[data.Pair]],
+                    control: search.Control, timing: dict[str, float]
+                    ) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+  """Every method of ``baselines.METHODS`` at each k of ``config.baseline_ks`` (and the selected set's size).
+
+  Both search estimators answer "the best set of k units" directly, with a target-size sweep vmapped over
+  the ks, for ``config.search_seeds`` seeds each; with ``config.specificity_mu`` > 0, one more Hard
+  Concrete target-size sweep adds mu * (merged control KL) to its objective ("hard_concrete_kl"): only a
+  joint search can trade flip rate against side effects. The other methods choose from the same search
+  items. All sets are judged on the held-out items (``baselines.compare``), and every method's set at
+  every k (the first seed's) also on :func:`side_effects`. Returns (comparison, Jaccard overlap of the
+  methods' sets at the selected set's size).
+  """
+  ks = tuple(sorted(set(config.baseline_ks) | ({len(selected)} if selected else set())))
+  ks = tuple(k for k in ks if k <= lstm.num_units(params, config.sites))
+  search_sets = {}
+  for method in ("hard_concrete", "reinforce"):
+    t0 = time.perf_counter()
+    search_sets[method] = [
+        run_sweep(params, search_items, dataclasses.replace(config, seed=seed), method, control,
+                  name=f"target_{method}_seed{seed}", targets=ks).units
+        for seed in range(config.seed, config.seed + config.search_seeds)]
+    timing[f"target_sweeps_{method}_seconds"] = time.perf_counter() - t0
+  if config.specificity_mu > 0:
+    t0 = time.perf_counter()
+    search_sets["hard_concrete_kl"] = [run_sweep(params, search_items, dataclasses.replace(config, mu=config.specificity_mu),
+                                                 "hard_concrete", control, name=f"target_hard_concrete_kl_seed{config.seed}",
+                                                 targets=ks).units]
+    timing["target_sweep_hard_concrete_kl_seconds"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  labels = probe_labels(search_pairs, config.phenomenon)
+  comparison = baselines.compare(
+      params, search_items, heldout_items, ks, labels=None if labels is None else jnp.asarray(labels),
+      key=jax.random.key(config.seed), replacement=config.replacement, sites=config.sites,
+      draws=config.random_draws, search_sets=search_sets)
+  rows = [row for method, rows in comparison.items() if method != "random" for row in rows]
+  for row, effects in zip(rows, side_effects(params, [row["units"] for row in rows], config, other, control)):
+    row.update(effects)
+  timing["baselines_seconds"] = time.perf_counter() - t0
+  tops = {m: next((r["units"] for r in rows if r["k"] == len(selected)), [])
+          for m, rows in comparison.items() if m != "random"}
+  return comparison, {"methods": list(tops), "jaccard": baselines.overlap_matrix(list(tops.values())).tolist()}
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -434,29 +500,11 @@ def run(config: Config) -> dict[str, Any]:
       "sweep": sweep_rows, "selected": selected, "timing": timing}
 
   if config.baselines == "all":
-    other_method = "reinforce" if config.method == "hard_concrete" else "hard_concrete"
-    second = run_sweep(params, search_items, config, other_method, control)
-    timing[f"sweep_{other_method}_seconds"] = second.seconds
+    out["baselines"], out["overlap"] = compare_methods(params, config, search_items, search_pairs, heldout_items,
+                                                       sel["units"], (other_items, other_pairs), control, timing)
     t0 = time.perf_counter()
-    results = {config.method: result, other_method: second}
-    labels = probe_labels(search_pairs, config.phenomenon)
-    ks = sorted(set(config.baseline_ks) | ({len(sel["units"])} if sel["units"] else set()))
-    out["baselines"] = baselines.compare(
-        params, search_items, heldout_items, ks, hard_concrete=results["hard_concrete"],
-        reinforce=results["reinforce"], labels=None if labels is None else jnp.asarray(labels),
-        key=jax.random.key(config.seed), replacement=config.replacement, sites=config.sites,
-        draws=config.random_draws)
-    second_rows = evaluate_sets(params, second.units, config, search_items, (heldout_items, heldout_pairs),
-                                (other_items, other_pairs), control)
-    out["sweep"] += [{"method": other_method, "lambda": float(lam), "units": units, "expected_l0": float(l0),
-                      **row, "seconds": second.seconds}
-                     for lam, units, l0, row in zip(second.lambdas, second.units, second.expected_l0, second_rows)]
-    tops = {m: next((r["units"] for r in rows_ if r["k"] == len(sel["units"])), [])
-            for m, rows_ in out["baselines"].items() if m != "random"}
-    out["overlap"] = {"methods": list(tops), "jaccard": baselines.overlap_matrix(list(tops.values())).tolist()}
-    timing["baselines_seconds"] = time.perf_counter() - t0
     out["seeds"] = seed_stability(params, search_items, config, sel, (heldout_items, heldout_pairs), control)
-    timing["seeds_seconds"] = time.perf_counter() - t0 - timing["baselines_seconds"]
+    timing["seeds_seconds"] = time.perf_counter() - t0
   timing["total_seconds"] = time.perf_counter() - start
   traces = trace_data(params, heldout_pairs, heldout_items, sel["units"], config.phenomenon)
   report.write(config.workdir, out, traces)

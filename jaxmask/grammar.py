@@ -18,6 +18,16 @@ noun's number is drawn independently, so attractors match and mismatch the subje
 9 words plus the final ".". Determiners are "the" 70% of the time; the others ("a", "these", "many",
 "two", "my", ...) also carry number, evaluation items use "the" only so that the noun alone does.
 
+Two languages share this code. "small" (the default LM's, above) uses only the hand-curated lists and
+draws every word uniformly. "large" adds the lists of ``jaxmask/lexicon/large/`` (the most frequent
+English nouns, verbs, adjectives and -ly adverbs from wordfreq, inflected by lemminflect, written once by
+``tools/build_lexicon.py``; more first names), about 6,000 word types in all, draws every open-class
+word with its wordfreq frequency (Zipfian; floor 1 per million so that rare curated nouns still occur;
+occupations in gendered coreference stay uniform), and adds the constructions the small language lacks
+(:data:`EXTRA_CONDITIONS`: object relatives and sentential complements without "that", verb-phrase
+coordination short and long, inanimate subjects with and without attractors) plus filler sentences
+with no agreement signal (modals, past tense, imperatives).
+
 Held-out combinations (what the evaluation sets never share with training):
 - agreement: the pair (lemma of the noun the target verb agrees with, lemma of the target verb), e.g.
   (farmer, like). A fixed hash of the pair reserves 3% of all pairs for the "search" split and 3% for
@@ -62,12 +72,27 @@ _GERUNDS = ("playing", "reading", "watching", "visiting", "cooking", "studying")
 _PASSIVE = ("fire", "promote", "hire", "praise", "blame", "invite", "ignore", "help")
 _FUNCTION_WORDS = ("the", "an", "that", "who", "and", "because", "to", "is", "are", "was", "were",
                    "home", "up", "late")
+_MODALS = ("can", "will", "would", "should", "might", "must", "could")
+_LARGE_FUNCTION_WORDS = _MODALS + ("not", "please", "never", "also")
+LANGUAGES = ("small", "large")
 
 _TRAIN_WEIGHTS = {  # construction -> relative frequency in the training text
     "simple": 20, "adv": 5, "2adv": 3, "coadv": 3, "namePP": 3, "nounPP": 12, "nounPPAdv": 3,
     "twoAttractors": 5, "subjRC": 6, "objRC": 7, "nestedRC": 4, "sentComp": 8,
     "pronoun_or_name": 5, "past": 6, "gender": 40,
 }
+# The large language: the same kinds plus the extra constructions and fillers; number-free text (fillers,
+# past tense) is about a fifth of it, gendered coreference about a quarter.
+_TRAIN_WEIGHTS_LARGE = {
+    **_TRAIN_WEIGHTS, "gender": 150, "objRCnoThat": 6, "sentCompNoThat": 6, "vpCoord": 4, "longVPCoord": 4,
+    "inanimate": 6, "inanimPP": 8, "inanimObjRC": 6, "filler": 30,
+}
+_INANIMATE_SUBJECT_PROB = 0.3  # large language: share of other agreement clauses with an inanimate subject
+# Large language: share of gendered antecedents followed by an emphatic reflexive ("the nurse herself");
+# the only frame where the noun's gender predicts the very next word, which a 2-layer LSTM needs to start
+# encoding gender at all (docs/lm.md).
+_EMPHATIC_PROB = 0.5
+_FREQUENCY_FLOOR = 1.0  # per million: the least weight of a word in Zipfian sampling
 _VP_COORD_PROB = 0.12  # an agreement clause gets a second, coordinated verb phrase
 _RESERVED_PER_MILLE = {"search": (0, 30), "heldout": (30, 60)}  # hash ranges of held-out pairs
 
@@ -75,6 +100,13 @@ _RESERVED_PER_MILLE = {"search": (0, 30), "heldout": (30, 60)}  # hash ranges of
 CONDITIONS = {
     "simple": 1, "adv": 1, "2adv": 1, "coadv": 1, "namePP": 1, "nounPP": 2, "nounPPAdv": 2,
     "twoAttractors": 3, "subjRC": 2, "objRC": 2, "nestedRC": 2, "sentComp": 2,
+}
+# The large language's further conditions (the rest of Marvin & Linzen's constructions). vpCoord,
+# longVPCoord: the verb after "and" agrees with the subject, whose first verb phrase (one intransitive verb;
+# a transitive verb, object and adverbial) already agrees; inanim*: an inanimate controller.
+EXTRA_CONDITIONS = {
+    "objRCnoThat": 2, "sentCompNoThat": 2, "vpCoord": 1, "longVPCoord": 1, "inanimate": 1, "inanimPP": 2,
+    "inanimObjRC": 2,
 }
 # The conditions of Lakretz et al. (2019); the others (twoAttractors, subjRC, objRC, nestedRC, sentComp) are harder.
 LAKRETZ_CONDITIONS = ("simple", "adv", "2adv", "coadv", "namePP", "nounPP", "nounPPAdv")
@@ -102,6 +134,7 @@ class Lexicon:
   names: tuple[tuple[str, str], ...]  # (name, "m" | "f")
   mass_nouns: tuple[str, ...]
   numbers: tuple[str, ...]
+  frequency: dict[str, float] | None = None  # lemma -> per million (large language: Zipfian sampling)
 
   @functools.cached_property
   def animate(self) -> tuple[tuple[str, str], ...]:
@@ -111,7 +144,12 @@ class Lexicon:
 
   @functools.cached_property
   def all_nouns(self) -> tuple[tuple[str, str], ...]:
-    return self.animate + self.nouns["object"] + self.nouns["place"]
+    return self.animate + self.inanimate
+
+  @functools.cached_property
+  def inanimate(self) -> tuple[tuple[str, str], ...]:
+    """Objects, places and (large language) the frequent common nouns: inanimate controllers and attractors."""
+    return self.nouns["object"] + self.nouns["place"] + self.nouns.get("thing", ())
 
   @functools.cached_property
   def noun_lemma(self) -> dict[str, str]:
@@ -141,30 +179,57 @@ class Lexicon:
     return {v.base: v for v in self.verbs}
 
 
-def _lines(name: str) -> list[list[str]]:
-  text = importlib.resources.files("jaxmask").joinpath("lexicon", name).read_text(encoding="utf-8")
+def _lines(*name: str) -> list[list[str]]:
+  text = importlib.resources.files("jaxmask").joinpath("lexicon", *name).read_text(encoding="utf-8")
   return [line.split("\t") for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
+def _check_language(language: str) -> None:
+  if language not in LANGUAGES:
+    raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
+
+
 @functools.cache
-def lexicon() -> Lexicon:
-  """Reads the lexicon files once."""
+def lexicon(language: str = "small") -> Lexicon:
+  """Reads the lexicon files of ``language`` ("small": the hand-curated lists; "large": those plus
+  ``lexicon/large/``) once."""
+  _check_language(language)
   nouns: dict[str, list] = {}
   for sg, pl, cls in _lines("nouns.tsv"):
     nouns.setdefault(cls, []).append((sg, pl))
+  verbs = [Verb(t, b, p, tuple(f.split(","))) for t, b, p, f in _lines("verbs.tsv")]
+  adjectives = [w for w, in _lines("adjectives.txt")]
+  adverbs = [w for w, in _lines("adverbs.txt")]
+  names = [(n, g) for n, g in _lines("names.tsv")]
+  frequency = None
+  if language == "large":
+    nouns["thing"] = [(sg, pl) for sg, pl in _lines("large", "nouns.tsv")]
+    verbs += [Verb(t, b, p, tuple(f.split(","))) for t, b, p, f in _lines("large", "verbs.tsv")]
+    adjectives += [w for w, in _lines("large", "adjectives.txt")]
+    adverbs += [w for w, in _lines("large", "adverbs.txt")]
+    names += [(n, g) for n, g in _lines("large", "names.tsv")]
+    frequency = {w: max(float(f), _FREQUENCY_FLOOR) for w, f in _lines("large", "frequencies.tsv")}
   return Lexicon(
       nouns={k: tuple(v) for k, v in nouns.items()},
       occupations=tuple((sg, pl) for sg, pl in _lines("occupations.tsv")),
       gendered=tuple((sg, pl, g) for sg, pl, g in _lines("gendered_nouns.tsv")),
-      verbs=tuple(Verb(t, b, p, tuple(f.split(","))) for t, b, p, f in _lines("verbs.tsv")),
-      adjectives=tuple(w for w, in _lines("adjectives.txt")),
-      adverbs=tuple(w for w, in _lines("adverbs.txt")),
+      verbs=tuple(verbs),
+      adjectives=tuple(adjectives),
+      adverbs=tuple(adverbs),
       degree_adverbs=tuple(w for w, in _lines("degree_adverbs.txt")),
       prepositions=tuple(tuple(w.split()) for w, in _lines("prepositions.txt")),
-      names=tuple((n, g) for n, g in _lines("names.tsv")),
+      names=tuple(names),
       mass_nouns=tuple(w for w, in _lines("mass_nouns.txt")),
       numbers=tuple(w for w, in _lines("numbers.txt")),
+      frequency=frequency,
   )
+
+
+def conditions_of(language: str = "small") -> dict[str, int]:
+  """The agreement conditions of ``language`` (name -> number of roles): CONDITIONS, plus EXTRA_CONDITIONS
+  for "large"."""
+  _check_language(language)
+  return {**CONDITIONS, **EXTRA_CONDITIONS} if language == "large" else dict(CONDITIONS)
 
 
 def occupation_pct_female() -> dict[str, float]:
@@ -219,13 +284,15 @@ def vig_templates() -> tuple[str, ...]:
     return tuple(line.strip() for line in f if line.strip())
 
 
-def vocabulary() -> list[str]:
-  """Every word the generator can emit, plus "<eos>", "<unk>" and "."; the default LM's vocabulary.
+def vocabulary(language: str = "small") -> list[str]:
+  """Every word the generator can emit in ``language``, plus "<eos>", "<unk>" and "."; an LM's vocabulary.
 
   Order: "<eos>", "<unk>", ".", then the words sorted.
   """
-  lex = lexicon()
+  lex = lexicon(language)
   words = set(_FUNCTION_WORDS + _DET_SG + _DET_PL + _DET_ANY + _GERUNDS)
+  if language == "large":
+    words.update(_LARGE_FUNCTION_WORDS)
   words.update(w for t in _TIME for w in t)
   words.update(w for forms in _PRONOUN.values() for w in forms)
   words.update(w for w, _ in _PRONOUN_SUBJECTS)
@@ -244,17 +311,21 @@ def _hash_per_mille(noun: str, verb: str) -> int:
 
 
 @functools.cache
-def reserved_pairs(split: str | None = None) -> frozenset[tuple[str, str]]:
-  """The (noun lemma, verb lemma) pairs held out for ``split`` ("search"/"heldout"), or for either (None)."""
-  lex = lexicon()
+def reserved_pairs(split: str | None = None, language: str = "small") -> frozenset[tuple[str, str]]:
+  """The (noun lemma, verb lemma) pairs held out for ``split`` ("search"/"heldout"), or for either (None).
+
+  A pair's reservation depends on the pair only (a hash), so the small language's held-out pairs are
+  held out in the large one too.
+  """
+  lex = lexicon(language)
   ranges = _RESERVED_PER_MILLE.values() if split is None else (_RESERVED_PER_MILLE[split],)
   return frozenset((noun, verb) for noun in set(lex.noun_lemma.values()) for verb in set(lex.verb_lemma.values())
                    if any(lo <= _hash_per_mille(noun, verb) < hi for lo, hi in ranges))
 
 
-def noun_verb_pairs(words: list[str] | tuple[str, ...]) -> set[tuple[str, str]]:
+def noun_verb_pairs(words: list[str] | tuple[str, ...], language: str = "small") -> set[tuple[str, str]]:
   """(noun lemma, verb lemma) for every noun form followed, anywhere later, by an agreeing verb form."""
-  lex = lexicon()
+  lex = lexicon(language)
   pairs, nouns_so_far = set(), []
   for w in words:
     verb = lex.verb_lemma.get(w)
@@ -276,16 +347,41 @@ def _agree(verb: Verb, number: int) -> str:
   return verb.third if number == S else verb.base
 
 
+def _cumulative_frequencies(seq, frequency: dict[str, float]) -> list[float] | None:
+  """Cumulative word frequencies of a word list (words, (sg, pl) or (name, gender) tuples, verbs); None
+  when some entry has no frequency (then the list is drawn uniformly)."""
+  total, cum = 0.0, []
+  for entry in seq:
+    word = entry.base if isinstance(entry, Verb) else entry if isinstance(entry, str) else entry[0]
+    if word not in frequency:
+      return None
+    total += frequency[word]
+    cum.append(total)
+  return cum
+
+
 class _Generator:
   """Builds phrases from one random stream; every method returns a list of words."""
 
-  def __init__(self, rng: random.Random):
+  def __init__(self, rng: random.Random, language: str = "small"):
     self.rng = rng
-    self.lex = lexicon()
+    self.language = language
+    self.lex = lexicon(language)
     self.pct = _pct_female()
+    self._cum_weights: dict[int, list[float] | None] = {}
+
+  def uniform(self, seq):
+    return seq[self.rng.randrange(len(seq))]
 
   def choice(self, seq):
-    return seq[self.rng.randrange(len(seq))]
+    """A uniform draw in the small language; in the large one, a word list is drawn by word frequency."""
+    if self.lex.frequency is None:
+      return self.uniform(seq)
+    key = id(seq)
+    if key not in self._cum_weights:
+      self._cum_weights[key] = _cumulative_frequencies(seq, self.lex.frequency)
+    cum = self._cum_weights[key]
+    return self.uniform(seq) if cum is None else self.rng.choices(seq, cum_weights=cum)[0]
 
   def number(self) -> int:
     return self.rng.randrange(2)
@@ -371,7 +467,7 @@ class _Generator:
     flipped (the controller noun, and in subjRC the relative clause's verb, which agrees with it).
     """
     if subject is None:
-      subj = self.np(numbers[0], self.lex.animate, the)
+      subj = self.np(numbers[0], self.lex.inanimate if condition.startswith("inanim") else self.lex.animate, the)
     else:
       noun = subject[numbers[0]]
       subj = ["the", noun] if the else self.det(numbers[0], noun) + [noun]
@@ -406,17 +502,35 @@ class _Generator:
       rest.append(_agree(self.verb("trans"), numbers[1]))
       rest += self.np(self.number(), self.lex.animate, the)
       rest.append(_agree(self.verb("trans"), numbers[1]))
-    elif condition == "sentComp":
+    elif condition in ("sentComp", "sentCompNoThat"):
       main = self.np(numbers[1], self.lex.animate, the)
-      main += [_agree(self.verb("comp"), numbers[1]), "that"]
+      main += [_agree(self.verb("comp"), numbers[1])] + (["that"] if condition == "sentComp" else [])
       return main + subj, {len(main) + i: w for i, w in flips.items()}
+    elif condition in ("objRCnoThat", "inanimObjRC"):
+      rest = ([] if condition == "objRCnoThat" else ["that"]) + self.np(numbers[1], self.lex.animate, the)
+      rest.append(_agree(self.verb("trans"), numbers[1]))
+    elif condition in ("vpCoord", "longVPCoord"):
+      verb = self.verb("intrans" if condition == "vpCoord" else "trans")
+      flips[len(subj)] = _agree(verb, 1 - numbers[0])
+      rest = [_agree(verb, numbers[0])]
+      if condition == "longVPCoord":
+        rest += self.np(self.number(), the=the) + self.pp(self.number(), the) + list(self.choice(_TIME))
+      rest.append("and")
+    elif condition == "inanimate":
+      rest = []
+    elif condition == "inanimPP":
+      rest = self.pp(numbers[1], the)
     else:
       raise ValueError(f"unknown condition {condition!r}; choose one of {sorted(CONDITIONS)}")
     return subj + rest, flips
 
   def agreement_sentence(self, condition: str) -> list[str]:
-    numbers = tuple(self.number() for _ in range(CONDITIONS[condition]))
-    words, _ = self.prefix(condition, numbers)
+    numbers = tuple(self.number() for _ in range(conditions_of(self.language)[condition]))
+    subject = None
+    if self.language == "large" and not condition.startswith("inanim") and condition not in (
+        "sentComp", "sentCompNoThat") and self.rng.random() < _INANIMATE_SUBJECT_PROB:
+      subject = self.choice(self.lex.inanimate)
+    words, _ = self.prefix(condition, numbers, subject)
     words += self.vp(numbers[0])
     if self.rng.random() < _VP_COORD_PROB:
       words += ["and"] + self.vp(numbers[0])
@@ -449,11 +563,27 @@ class _Generator:
       return subject + ["was" if number == S else "were", verb.past]
     return subject + ["was" if number == S else "were", self.choice(self.lex.adjectives)]
 
+  def filler_sentence(self) -> list[str]:
+    """A sentence with no agreement signal: a modal, a past-tense verb or an imperative before the object."""
+    subject = self.np(self.number()) if self.rng.random() < 0.7 else [self.choice(self.lex.names)[0]]
+    r = self.rng.random()
+    if r < 0.4:
+      words = subject + [self.uniform(_MODALS)] + (["not"] if self.rng.random() < 0.1 else [])
+      words += [self.verb("trans").base] + self.np(self.number())
+    elif r < 0.8:
+      words = subject + (["never"] if self.rng.random() < 0.1 else []) + [self.verb("trans").past]
+      words += self.np(self.number())
+    else:
+      words = (["please"] if self.rng.random() < 0.3 else []) + [self.verb("trans").base] + self.np(self.number())
+    if self.rng.random() < 0.3:
+      words += self.pp(self.number())
+    return words
+
   def gender_sentence(self) -> list[str]:
     """Gendered coreference: an antecedent, then he/she/his/her/him referring to it."""
     r = self.rng.random()
     if r < 0.7:
-      sg = self.choice(self.lex.occupations)[S]
+      sg = self.uniform(self.lex.occupations)[S]
       gender = "f" if self.rng.random() * 100 < self.pct[sg] else "m"
       antecedent = self.det(S, sg) + [sg]
     elif r < 0.85:
@@ -463,6 +593,8 @@ class _Generator:
       name, gender = self.choice(self.lex.names)
       antecedent = [name]
     nom, poss, acc, refl = _PRONOUN[gender]
+    if self.language == "large" and self.rng.random() < _EMPHATIC_PROB:
+      antecedent = antecedent + [refl]  # "the nurse herself ...": gender is used right after the noun
     f = self.rng.random()
     if f < 0.2:
       frame = [self.verb("intrans").past, "because", nom]
@@ -494,21 +626,23 @@ class _Generator:
     return antecedent + frame + cont
 
   def sentence(self) -> list[str]:
-    kind = self.rng.choices(_KINDS, _KIND_WEIGHTS)[0]
+    kind = self.sentence_kind()
     if kind == "pronoun_or_name":
       return self.pronoun_or_name_sentence()
     if kind == "past":
       return self.past_sentence()
     if kind == "gender":
       return self.gender_sentence()
+    if kind == "filler":
+      return self.filler_sentence()
     return self.agreement_sentence(kind)
 
+  def sentence_kind(self) -> str:
+    weights = _TRAIN_WEIGHTS_LARGE if self.language == "large" else _TRAIN_WEIGHTS
+    return self.rng.choices(tuple(weights), tuple(weights.values()))[0]
 
-_KINDS = tuple(_TRAIN_WEIGHTS)
-_KIND_WEIGHTS = tuple(_TRAIN_WEIGHTS.values())
 
-
-def corpus(num_sentences: int, seed: int, split: str = "train") -> list[str]:
+def corpus(num_sentences: int, seed: int, split: str = "train", language: str = "small") -> list[str]:
   """Training ("train") or held-out control ("control") text: lower-case sentences ending in " .".
 
   Both splits come from the same distribution with different random streams. Sentences that contain
@@ -517,24 +651,25 @@ def corpus(num_sentences: int, seed: int, split: str = "train") -> list[str]:
   """
   if split not in ("train", "control"):
     raise ValueError(f"split must be 'train' or 'control', got {split!r}")
-  gen = _Generator(random.Random(f"corpus:{split}:{seed}"))
-  reserved = reserved_pairs()
+  _check_language(language)
+  gen = _Generator(random.Random(f"corpus:{split}:{seed}"), language)
+  reserved = reserved_pairs(language=language)
   sentences = []
   while len(sentences) < num_sentences:
     words = gen.sentence()
-    if contains_template_frame(words) or not reserved.isdisjoint(noun_verb_pairs(words)):
+    if contains_template_frame(words) or not reserved.isdisjoint(noun_verb_pairs(words, language)):
       continue
     sentences.append(" ".join(words) + " .")
   return sentences
 
 
 def _cells(condition: str) -> list[tuple[int, ...]]:
-  k = CONDITIONS[condition]
+  k = {**CONDITIONS, **EXTRA_CONDITIONS}[condition]
   return [tuple((c >> (k - 1 - i)) & 1 for i in range(k)) for c in range(2 ** k)]
 
 
 def agreement_items(n_per_cell: int, seed: int, split: str = "heldout",
-                    conditions: tuple[str, ...] | None = None) -> list[data.Pair]:
+                    conditions: tuple[str, ...] | None = None, language: str = "small") -> list[data.Pair]:
   """Subject-verb agreement minimal pairs for every condition and cell, ``n_per_cell`` each.
 
   Condition names are ``{condition}_{cell}``; the cell gives the numbers (S/P) of the controller (the
@@ -542,17 +677,21 @@ def agreement_items(n_per_cell: int, seed: int, split: str = "heldout",
   main-clause subject), e.g. ``nounPP_SP`` = singular subject, plural attractor. The counterfactual
   flips only the controller noun. Every item's (controller noun, target verb) pair is reserved for
   ``split``, so "search" and "heldout" items share no such pair and training never contains one.
-  All noun phrases are "the N" so that only the noun carries number.
+  All noun phrases are "the N" so that only the noun carries number. ``conditions`` defaults to every
+  condition of ``language`` (:func:`conditions_of`). Items use the hand-curated words only, so the small language's
+  conditions give the same items in both languages and every item is in both vocabularies.
   """
   if split not in _RESERVED_PER_MILLE:
     raise ValueError(f"split must be 'search' or 'heldout', got {split!r}")
   lex = lexicon()
   verbs = [(v.base, (v.third, v.base)) for v in lex.verbs] + [("be", ("is", "are"))]
   reserved = reserved_pairs(split)
-  pool = [(noun, forms) for noun in lex.animate for lemma, forms in verbs if (noun[S], lemma) in reserved]
+  pools = {kind: [(noun, forms) for noun in nouns for lemma, forms in verbs if (noun[S], lemma) in reserved]
+           for kind, nouns in (("animate", lex.animate), ("inanimate", lex.inanimate))}
   gen = _Generator(random.Random(f"agreement:{split}:{seed}"))
   pairs = []
-  for condition in conditions or tuple(CONDITIONS):
+  for condition in conditions or tuple(conditions_of(language)):
+    pool = pools["inanimate" if condition.startswith("inanim") else "animate"]
     for cell in _cells(condition):
       name = f"{condition}_{''.join(_LETTER[n] for n in cell)}"
       seen = set()

@@ -32,12 +32,21 @@ flags.DEFINE_enum("sites", _D.sites, ["h", "hc"], "States that can be intervened
 flags.DEFINE_enum("replacement", _D.replacement, ["counterfactual", "zero", "mean", "learned"], "Replacement r.")
 flags.DEFINE_float("mu", _D.mu, "Weight of the KL control term on held-out text (0 = off).")
 flags.DEFINE_integer("seed", _D.seed, "Random seed.")
+flags.DEFINE_float("init_logit", _D.init_logit, "Initial gate logit (3: gates start open; 0: the plain method).")
+flags.DEFINE_enum("schedule", _D.schedule, ["fixed", "ramp"], "Sparsity pressure: fixed, or ramped in linearly.")
+flags.DEFINE_float("ramp_fraction", _D.ramp_fraction, "Share of the steps over which the ramp rises.")
+flags.DEFINE_float("hard_fraction", _D.hard_fraction, "Share of the last steps run on straight-through hard gates "
+                   "(Hard Concrete; 0 = the plain relaxed method).")
+flags.DEFINE_float("multiplier_lr", _D.multiplier_lr, "Ascent rate of the target-size sweep's Lagrange multiplier.")
+flags.DEFINE_float("specificity_mu", _D.specificity_mu, "With --baselines=all and > 0: one more Hard Concrete "
+                   "target-size sweep whose objective adds mu * merged control KL (hard_concrete_kl).")
+flags.DEFINE_integer("search_seeds", _D.search_seeds, "Seeds of each search estimator in the method comparison.")
 flags.DEFINE_float("target_flip", _D.target_flip, "Held-out flip rate the selected (smallest) set must reach.")
 flags.DEFINE_boolean("only_known", _D.only_known, "Measure flips only on items the clean model gets right on both "
                      "the prefix and the counterfactual (recommended; off only for untrained models).")
 flags.DEFINE_enum("select_by", _D.select_by, ["every_condition", "overall"],
                   "Whether every condition's held-out flip rate, or the overall one, must reach --target_flip.")
-flags.DEFINE_enum("baselines", _D.baselines, ["all", "none"], "Also run REINFORCE, single-unit, IG, probe, random.")
+flags.DEFINE_enum("baselines", _D.baselines, ["all", "none"], "Also compare every method of baselines.METHODS at equal k.")
 flags.DEFINE_list("baseline_ks", [str(k) for k in _D.baseline_ks], "Set sizes k at which methods are compared.")
 flags.DEFINE_integer("random_draws", _D.random_draws, "Random sets per k.")
 flags.DEFINE_integer("control_sentences", _D.control_sentences, "Held-out sentences for the control KL.")

@@ -1,4 +1,5 @@
-"""The main job's outputs: results.json, pareto.png (set size vs held-out flip rate), traces.png, summary.md."""
+"""The main job's outputs: results.json, pareto.png (set size vs held-out flip rate), specificity.png, traces.png,
+summary.md."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-METHOD_STYLE = {"hard_concrete": ("Hard Concrete (sweep)", "C0", "o"), "reinforce": ("REINFORCE (sweep)", "C1", "s"),
-                "single_unit": ("single-unit effects", "C2", "^"), "integrated_gradients": ("Integrated Gradients", "C3", "v"),
-                "probe": ("diagnostic probe", "C4", "D"), "random": ("random (mean ± sd)", "C7", "x")}
+from jaxmask import baselines  # noqa: E402
+
+# (label, color, marker) of every method, search methods included: from the one registry.
+METHOD_STYLE = {name: (m.label, m.color, m.marker) for name, m in baselines.METHODS.items()}
 
 
 def write(workdir: str, results: dict[str, Any], traces: dict[str, Any]) -> None:
@@ -21,36 +23,39 @@ def write(workdir: str, results: dict[str, Any], traces: dict[str, Any]) -> None
   with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
     json.dump(results, f, indent=1)
   pareto(results, os.path.join(workdir, "pareto.png"))
+  if _has_side_effects(results):
+    specificity(results, os.path.join(workdir, "specificity.png"))
   trace_plot(traces, results, os.path.join(workdir, "traces.png"))
   with open(os.path.join(workdir, "summary.md"), "w", encoding="utf-8") as f:
     f.write(summary(results))
 
 
 def pareto(results: dict[str, Any], path: str) -> None:
-  """Set size (log scale) vs held-out flip rate: every lambda of each sweep, and every baseline's top-k sets."""
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for method in ("hard_concrete", "reinforce"):
+  """Set size (log scale) vs held-out flip rate: every method's curve over k with its 95% band, and every
+  lambda of each sweep as hollow points."""
+  fig, ax = plt.subplots(figsize=(9, 4.8))
+  for method in dict.fromkeys(r["method"] for r in results["sweep"]):
     rows = sorted((r for r in results["sweep"] if r["method"] == method and r["units"]), key=lambda r: len(r["units"]))
     if rows:
       label, color, marker = METHOD_STYLE[method]
-      ax.plot([len(r["units"]) for r in rows], [r["heldout_flip_rate"] for r in rows], marker=marker, color=color,
-              label=label, linestyle="-" if method == "hard_concrete" else "--")
+      ax.scatter([len(r["units"]) for r in rows], [r["heldout_flip_rate"] for r in rows], marker=marker,
+                 facecolors="none", edgecolors=color, label=f"{label}: every lambda", zorder=3)
   for method, rows in results.get("baselines", {}).items():
-    if method in ("hard_concrete", "reinforce"):
-      continue
     label, color, marker = METHOD_STYLE[method]
     ks = [r["k"] for r in rows]
-    ys = [r["heldout_flip_rate"] for r in rows]
+    search_method = baselines.METHODS[method].sets is None
+    ax.plot(ks, [r["heldout_flip_rate"] for r in rows], color=color, marker=marker, ms=4,
+            label=label + (": target-size sweep" if search_method else ""), linestyle="-" if search_method else ":")
+    if all("ci95" in r for r in rows):
+      ax.fill_between(ks, [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows], color=color, alpha=0.12, lw=0)
     if method == "random":
-      ax.errorbar(ks, ys, yerr=[r["heldout_flip_rate_sd"] for r in rows], color=color, marker=marker, label=label,
-                  linestyle=":", capsize=3)
-    else:
-      ax.plot(ks, ys, color=color, marker=marker, label=label + " top-k", linestyle=":")
+      ax.errorbar(ks, [r["heldout_flip_rate"] for r in rows], yerr=[r["heldout_flip_rate_sd"] for r in rows],
+                  color=color, linestyle="none", capsize=3)
   sel = results["selected"]
   ax.scatter([sel["size"]], [sel["heldout_flip_rate"]], s=180, facecolors="none", edgecolors="k", zorder=5,
              label=f"selected ({sel['size']} units)")
   ax.axhline(results["config"]["target_flip"], color="k", lw=0.8, ls="--")
-  if sel["size"] or any(r["units"] for r in results["sweep"]):
+  if sel["size"] or any(r["units"] for r in results["sweep"]) or results.get("baselines"):
     ax.set_xscale("log", base=2)
   ax.set_xlabel("units intervened (set size)")
   ax.set_ylabel("held-out flip rate")
@@ -58,7 +63,34 @@ def pareto(results: dict[str, Any], path: str) -> None:
   ax.set_title(f"{results['config']['phenomenon']}: {results['model']['num_units']} units, "
                f"{results['config']['replacement']} intervention")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, loc="lower right")
+  ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _has_side_effects(results: dict[str, Any]) -> bool:
+  rows = [r for m, rs in results.get("baselines", {}).items() if m != "random" for r in rs]
+  return bool(rows) and all("control_kl_merged" in r for r in rows)
+
+
+def specificity(results: dict[str, Any], path: str) -> None:
+  """Held-out flip rate against the merged control KL of each method's set, one line per method over k:
+  up and to the left is a set that flips the phenomenon and changes nothing else."""
+  fig, ax = plt.subplots(figsize=(8, 4.8))
+  for method, rows in results["baselines"].items():
+    if method == "random":
+      continue
+    label, color, marker = METHOD_STYLE[method]
+    ax.plot([r["control_kl_merged"] for r in rows], [r["heldout_flip_rate"] for r in rows], color=color,
+            marker=marker, ms=4, label=label)
+  ax.set_xscale("symlog", linthresh=1e-3)
+  ax.set_xlabel("control KL, phenomenon's word pairs merged (nats/token)")
+  ax.set_ylabel("held-out flip rate")
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_title(f"{results['config']['phenomenon']}: flip rate vs side effects, each method's set at every k")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -96,6 +128,42 @@ def trace_plot(traces: dict[str, Any], results: dict[str, Any], path: str) -> No
 
 def _pct(x: float | None) -> str:
   return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _methods_table(base: dict[str, list[dict]]) -> list[str]:
+  """One row per method: the held-out flip rate at each k with its 95% interval, and the AUC over k."""
+  ks = [r["k"] for r in next(iter(base.values()))]
+
+  def cell(r):
+    text = _pct(r["heldout_flip_rate"])
+    if "ci95" in r:
+      text += f" [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
+    if "heldout_flip_rate_sd" in r:
+      text += f" (sd {_pct(r['heldout_flip_rate_sd'])})"
+    if "seed_min" in r:
+      text += f" (seeds {_pct(r['seed_min'])} to {_pct(r['seed_max'])})"
+    return text
+
+  lines = ["", "## Methods at equal set size", "",
+           "Held-out flip rate of each method's set of at most k units, with its 95% bootstrap interval over "
+           "items (random: mean over draws; several seeds: mean over seeds); AUC: the area under the flip rate "
+           "vs k, trapezoid rule, divided by the range of k.", "",
+           "| method | " + " | ".join(f"k={k}" for k in ks) + " | AUC |", "|---" * (len(ks) + 2) + "|"]
+  lines += [f"| {METHOD_STYLE[method][0]} | " + " | ".join(cell(r) for r in rows) + f" | {baselines.auc(rows):.3f} |"
+            for method, rows in base.items()]
+  if all("mean_logit_diff_change" in r for rows in base.values() for r in rows):
+    lines += ["", "Mean over held-out items of the clean margin minus the intervened margin, logit(y) - logit(y'):", "",
+              "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    lines += [f"| {METHOD_STYLE[method][0]} | " + " | ".join(f"{r['mean_logit_diff_change']:.3f}" for r in rows) + " |"
+              for method, rows in base.items()]
+  if all("control_kl_merged" in r for m, rows in base.items() if m != "random" for r in rows):
+    lines += ["", "Side effects of the same sets (specificity.png): merged control KL in nats/token, and in brackets "
+              "the flip rate of the other phenomenon's items:", "",
+              "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    lines += [f"| {METHOD_STYLE[method][0]} | " + " | ".join(
+        f"{r['control_kl_merged']:.4f} ({_pct(r['other_phenomenon_flip_rate'])})" for r in rows) + " |"
+              for method, rows in base.items() if method != "random"]
+  return lines
 
 
 def summary(results: dict[str, Any]) -> str:
@@ -143,14 +211,7 @@ def summary(results: dict[str, Any]) -> str:
             f"{_pct(r['train_flip_rate'])} | {_pct(r['heldout_flip_rate'])} | {r['control_kl']:.4f} | "
             f"{r['control_kl_merged']:.4f} | {r['control_perplexity']:.2f} | {_pct(r['other_phenomenon_flip_rate'])} |" for r in results["sweep"]]
   if "baselines" in results:
-    base = results["baselines"]
-    ks = [r["k"] for r in next(iter(base.values()))]
-    lines += ["", "## Methods at equal set size (held-out flip rate of each method's best set of at most k units)",
-              "", "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
-    for method, rows in base.items():
-      cells = [(_pct(r["heldout_flip_rate"]) + (f" ± {_pct(r['heldout_flip_rate_sd'])}" if method == "random" else ""))
-               for r in rows]
-      lines.append(f"| {METHOD_STYLE[method][0]} | " + " | ".join(cells) + " |")
+    lines += _methods_table(results["baselines"])
     if "overlap" in results:
       names = results["overlap"]["methods"]
       lines += ["", f"Jaccard overlap of the methods' sets at k = {sel['size']}:", "",

@@ -9,7 +9,9 @@ For a sparsity coefficient :math:`\lambda` the search minimises (METHOD.md)
 where :math:`m(z)` is logit(y) - logit(y') of the LSTM whose states are replaced,
 :math:`\tilde s = (1 - z) s + z r`, at every step, and :math:`\ell` the flip (or neutralise) loss.
 ``method="hard_concrete"`` uses reparameterised Hard Concrete gates; ``method="reinforce"`` Bernoulli
-gates with the score-function estimator, with the same objective, data, optimiser and read-out.
+gates with the score-function estimator, with the same objective, data, optimiser and read-out. How the
+run reaches a discrete set (gates open at the start, a ramp, a final phase on hard gates, a target size k
+instead of lambda) is endgame.py's.
 
 Everything that does not depend on the gates is computed once and shared by every lambda and step: the
 layer-0 input projection, the replacement (counterfactual) states and, for the control term, the clean
@@ -30,7 +32,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmask import gates, lstm, objectives
+from jaxmask import endgame, gates, lstm, objectives
 
 METHODS = ("hard_concrete", "reinforce")
 REPLACEMENTS = ("counterfactual", "zero", "mean", "learned")
@@ -298,7 +300,16 @@ class SearchConfig:
   num_samples: int = 8            # REINFORCE: samples per step
   baseline: str = "moving_average"  # REINFORCE: "moving_average" (decay 0.99) or "leave_one_out"
   baseline_decay: float = 0.99
-  init_logit: float = 0.0         # initial log_alpha (Hard Concrete) or phi (REINFORCE)
+  # The end-game (endgame.py): how the relaxed search reaches the discrete set it reports. The defaults are
+  # the measured choice (README "Reaching a discrete set"); init_logit=0, schedule="fixed", hard_fraction=0
+  # is the plain method of METHOD.md, kept as the control.
+  init_logit: float = 3.0         # initial log_alpha (Hard Concrete) or phi (REINFORCE): gates start open
+  schedule: str = "ramp"          # "fixed" lambda, or "ramp": lambda (or the target size) ramped in
+  ramp_fraction: float = 0.1      # the ramp's share of the steps
+  hard_fraction: float = 0.9      # the last share of the steps on straight-through hard gates (Hard Concrete
+                                  # only; REINFORCE's samples are already discrete, so it ignores this)
+  targets: bool = False           # the swept values are target set sizes k (Lagrangian), not lambdas
+  multiplier_lr: float = 0.01     # with targets: the Lagrange multiplier's ascent rate per unit of excess L0
 
   def validate(self) -> None:
     if self.method not in METHODS:
@@ -313,6 +324,11 @@ class SearchConfig:
       raise ValueError("the leave-one-out baseline needs num_samples >= 2.")
     if self.steps < 1 or self.batch_size < 1:
       raise ValueError("steps and batch_size must be positive.")
+    if self.schedule not in endgame.SCHEDULES:
+      raise ValueError(f"unknown schedule {self.schedule!r}; use one of {', '.join(endgame.SCHEDULES)}.")
+    if not (0.0 <= self.ramp_fraction <= 1.0 and 0.0 <= self.hard_fraction < 1.0):
+      raise ValueError(f"ramp_fraction must lie in [0, 1] and hard_fraction in [0, 1), got {self.ramp_fraction} "
+                       f"and {self.hard_fraction}.")
 
 
 @flax.struct.dataclass
@@ -322,6 +338,7 @@ class SweepState:
   replacement: jax.Array     # (Λ, L, H) learned replacement for h (unused unless replacement="learned")
   opt_state: optax.OptState
   baseline: jax.Array        # (Λ,) REINFORCE moving-average baseline
+  multiplier: jax.Array      # (Λ,) Lagrange multiplier of the target-size constraint (unused without targets)
   step: jax.Array            # () int32
 
 
@@ -330,10 +347,11 @@ class SweepResult:
   """What a sweep found, one entry per lambda.
 
   Attributes:
-    lambdas: the sparsity coefficients.
+    lambdas: the sparsity coefficients; with ``targets``, each run's final Lagrange multiplier (the price
+      of one more unit that the constraint settled on).
     logits: final gate logits (Λ, N): log_alpha, or phi for REINFORCE.
     units: per lambda, the sorted flat unit ids read out as selected (deterministic gate > 0.5, i.e.
-      logit > 0; for REINFORCE, P(z = 1) > 0.5, also logit > 0).
+      logit > 0; for REINFORCE, P(z = 1) > 0.5, also logit > 0); with ``targets``, the k largest logits.
     expected_l0: per lambda, the expected number of open gates at the end.
     loss_trace: (steps, Λ) training objective per step (stochastic estimate).
     task_loss_trace: (steps, Λ) its flip (or neutralise) part.
@@ -349,6 +367,7 @@ class SweepResult:
   seconds: float
   state: SweepState
   replacement: np.ndarray | None = None
+  targets: np.ndarray | None = None
 
 
 def _optimizer(learning_rate: float) -> optax.GradientTransformation:
@@ -385,16 +404,22 @@ def init_state(params: lstm.Params, lambdas: jax.Array, config: SearchConfig, sh
                          if config.replacement == "learned" else jnp.zeros((cfg["num_layers"], cfg["hidden_size"])),
                          (num, cfg["num_layers"], cfg["hidden_size"]))
   opt_state = jax.vmap(_optimizer(config.learning_rate).init)((logits, rep))
-  return SweepState(logits=logits, replacement=rep, opt_state=opt_state,
-                    baseline=jnp.zeros((num,), jnp.float32), step=jnp.zeros((), jnp.int32))
+  zeros = jnp.zeros((num,), jnp.float32)
+  return SweepState(logits=logits, replacement=rep, opt_state=opt_state, baseline=zeros, multiplier=zeros,
+                    step=jnp.zeros((), jnp.int32))
 
 
-def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchConfig, key: jax.Array
-             ) -> Callable:
-  """The update of one lambda at one step: (logits, replacement, opt_state, baseline, lam, step) -> new + losses."""
+def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchConfig, key: jax.Array,
+             total_steps: jax.Array) -> Callable:
+  """The update of one run at one step: (logits, replacement, opt_state, baseline, multiplier, value, step) -> new.
+
+  ``value`` is the run's lambda, or its target size k when ``config.targets`` (then lambda is the Lagrange
+  multiplier, updated after each step). ``total_steps`` sets the ramp and the hard phase (endgame.py).
+  """
   task_loss = objectives.LOSSES[config.objective]
   opt = _optimizer(config.learning_rate)
   num_items = items.prefix.shape[0]
+  num_units = lstm.num_units(params, config.sites)
   learned = config.replacement == "learned"
 
   def batch_of(step):
@@ -422,15 +447,20 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
       return loss + config.mu * kl, loss
     return loss, loss
 
-  def hard_concrete(logits, rep, lam, idx, k_gate, baseline):
+  def hard_concrete(logits, rep, lam, idx, k_gate, baseline, hard, k):
     def total(p):
       la, r = p
-      obj, t = task(gates.sample(k_gate, la), r, idx)
-      return obj + lam * gates.expected_l0(la), t
+      z, l0 = gates.sample(k_gate, la), gates.expected_l0(la)
+      if config.hard_fraction > 0:  # the read-out set in the forward pass, its size as the L0 term
+        z_st = endgame.straight_through(la, endgame.read_out_mask(la, k))
+        z, l0 = jnp.where(hard, z_st, z), jnp.where(hard, z_st.sum(), l0)
+      obj, t = task(z, r, idx)
+      return obj + lam * l0, t
     (value, t), grads = jax.value_and_grad(total, has_aux=True)((logits, rep))
-    return value, t, grads, baseline
+    return value, t, grads, baseline, gates.expected_l0(logits)
 
-  def reinforce(logits, rep, lam, idx, k_gate, baseline):
+  def reinforce(logits, rep, lam, idx, k_gate, baseline, hard, k):
+    del hard, k
     z_KxN = gates.bernoulli_sample(k_gate, jnp.broadcast_to(logits, (config.num_samples,) + logits.shape))
     f_K, t_K = jax.vmap(lambda z: task(z, rep, idx))(z_KxN)
     loo = config.baseline == "leave_one_out"
@@ -441,51 +471,64 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
     if learned:  # the replacement gets the pathwise gradient at the sampled gates
       g_rep = jax.grad(lambda r: jnp.mean(jax.vmap(lambda z: task(z, r, idx)[0])(z_KxN)))(rep)
     new_baseline = gates.moving_average(baseline, f_K.mean(), config.baseline_decay)
-    value = f_K.mean() + lam * jnp.sum(jax.nn.sigmoid(logits))
-    return value, t_K.mean(), (g_logits, g_rep), new_baseline
+    l0 = jnp.sum(jax.nn.sigmoid(logits))
+    return f_K.mean() + lam * l0, t_K.mean(), (g_logits, g_rep), new_baseline, l0
 
   estimator = hard_concrete if config.method == "hard_concrete" else reinforce
 
-  def step(logits, rep, opt_state, baseline, lam, step_index):
+  def step(logits, rep, opt_state, baseline, multiplier, value, step_index):
     idx, k_gate = batch_of(step_index)
-    value, t, grads, baseline = estimator(logits, rep, lam, idx, k_gate, baseline)
+    ramp = endgame.progress(step_index, total_steps, config.ramp_fraction if config.schedule == "ramp" else 0.0)
+    hard = endgame.in_hard_phase(step_index, total_steps, config.hard_fraction)
+    k = value if config.targets else None
+    # With a target size the hard phase's read-out has exactly k units: no size penalty is left to pay.
+    lam = jnp.where(hard, 0.0, multiplier) if config.targets else value * ramp
+    objective, t, grads, baseline, l0 = estimator(logits, rep, lam, idx, k_gate, baseline, hard, k)
     updates, opt_state = opt.update(grads, opt_state, (logits, rep))
     logits, rep = optax.apply_updates((logits, rep), updates)
-    return logits, rep, opt_state, baseline, value, t
+    if config.targets:  # the multiplier prices the relaxed phase's constraint; the hard phase holds it
+      updated = endgame.multiplier_update(multiplier, l0, endgame.target_size(value, num_units, ramp),
+                                          config.multiplier_lr)
+      multiplier = jnp.where(hard, multiplier, updated)
+    return logits, rep, opt_state, baseline, multiplier, objective, t
 
   return step
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _run_chunk(params: lstm.Params, items: Items, shared: Shared, key: jax.Array, state: SweepState,
-               lam: jax.Array, step_indices: jax.Array, config: SearchConfig):
-  """Runs the steps ``step_indices`` for every lambda: lax.scan over steps of the vmapped update."""
-  vstep = jax.vmap(_step_fn(params, items, shared, config, key), in_axes=(0, 0, 0, 0, 0, None))
+def run_steps(params: lstm.Params, items: Items, shared: Shared, key: jax.Array, state: SweepState,
+              values: jax.Array, step_indices: jax.Array, total_steps: jax.Array, config: SearchConfig
+              ) -> tuple[SweepState, jax.Array, jax.Array]:
+  """Runs the steps ``step_indices`` (of ``total_steps``) of every run: lax.scan over steps of the vmapped update.
+
+  The compiled piece of :func:`sweep`, public so that benchmarks can compile it ahead of time
+  (``run_steps.lower(...).compile()``). ``values`` are the lambdas (or target sizes); ``config.steps`` is
+  not read, so one compiled program serves any step count. Returns (new state, objective and task loss
+  per step and run, each (steps, Λ)).
+  """
+  vstep = jax.vmap(_step_fn(params, items, shared, config, key, total_steps), in_axes=(0, 0, 0, 0, 0, 0, None))
 
   def body(carry, i):
-    logits, rep, opt_state, base = carry
-    logits, rep, opt_state, base, value, t = vstep(logits, rep, opt_state, base, lam, i)
-    return (logits, rep, opt_state, base), (value, t)
+    logits, rep, opt_state, base, mult = carry
+    logits, rep, opt_state, base, mult, value, t = vstep(logits, rep, opt_state, base, mult, values, i)
+    return (logits, rep, opt_state, base, mult), (value, t)
 
-  carry = (state.logits, state.replacement, state.opt_state, state.baseline)
-  (logits, rep, opt_state, base), (values, tasks) = jax.lax.scan(body, carry, step_indices)
-  new = SweepState(logits=logits, replacement=rep, opt_state=opt_state, baseline=base,
+  carry = (state.logits, state.replacement, state.opt_state, state.baseline, state.multiplier)
+  (logits, rep, opt_state, base, mult), (objectives_, tasks) = jax.lax.scan(body, carry, step_indices)
+  new = SweepState(logits=logits, replacement=rep, opt_state=opt_state, baseline=base, multiplier=mult,
                    step=state.step + step_indices.shape[0])
-  return new, values, tasks
+  return new, objectives_, tasks
 
 
 def _mesh() -> Mesh:
   return Mesh(np.array(jax.devices()), ("lambda",))
 
 
-def sweep(params: lstm.Params, items: Items, lambdas, method: str = "hard_concrete", steps: int = 1000,
-          learning_rate: float = 0.1, seed: int = 0, *, batch_size: int = 64, sites: str = "h",
-          replacement: str = "counterfactual", objective: str = "flip", mu: float = 0.0,
-          control: Control | None = None, mean_h: dict | None = None, num_samples: int = 8,
-          baseline: str = "moving_average", init_logit: float = 0.0, chunk_steps: int | None = None,
-          state: SweepState | None = None, callback: Callable[[SweepState, np.ndarray], None] | None = None
-          ) -> SweepResult:
-  """Optimises one gate vector per lambda, all lambdas in one jitted, vmapped (and sharded) program.
+def sweep(params: lstm.Params, items: Items, lambdas, seed: int = 0, *, config: SearchConfig | None = None,
+          control: Control | None = None, mean_h: dict | None = None, chunk_steps: int | None = None,
+          state: SweepState | None = None, callback: Callable[[SweepState, np.ndarray], None] | None = None,
+          **settings) -> SweepResult:
+  """Optimises one gate vector per lambda (or target size), all in one jitted, vmapped (and sharded) program.
 
   The random stream (minibatches, gate noise) depends on ``seed`` and the step only, not on the lambda,
   so a sweep over [l1, l2] equals two single-lambda sweeps with the same seed, and every lambda sees the
@@ -494,17 +537,16 @@ def sweep(params: lstm.Params, items: Items, lambdas, method: str = "hard_concre
   Args:
     params: the LSTM LM.
     items: the minimal pairs to flip.
-    lambdas: sparsity coefficients, shape (Λ,).
-    method: "hard_concrete" or "reinforce".
-    steps: optimisation steps (Adam, ``learning_rate``), minibatches of ``batch_size`` items.
+    lambdas: sparsity coefficients, shape (Λ,); with ``targets=True``, target set sizes k instead: each run
+      constrains E[L0] to k (ramped down from N with ``schedule="ramp"``) and reads out its k largest logits.
     seed: the random seed.
-    sites: "h" (h of every layer) or "hc" (also c).
-    replacement: "counterfactual" (states of the model on ``items.counterfactual``), "zero", "mean"
-      (``mean_h`` or the mean over the prefixes) or "learned" (a trained vector per unit, from the mean).
-    objective: "flip" or "neutralise"; ``mu`` > 0 adds mu * KL on ``control`` text with mean replacement
-      (the merged KL when ``control.classes_V`` is set: the units may change the phenomenon's choice, not the rest).
-    num_samples, baseline: REINFORCE's samples per step and baseline ("moving_average" or "leave_one_out").
-    init_logit: initial gate logit.
+    config: a SearchConfig; or give its fields as keywords (``settings``: method, steps, learning_rate,
+      batch_size, sites, replacement, objective, mu, num_samples, baseline, init_logit, schedule,
+      ramp_fraction, hard_fraction, targets, multiplier_lr), which override ``config``'s. In short: method
+      "hard_concrete" or "reinforce"; Adam for ``steps`` steps on minibatches of ``batch_size`` items;
+      sites "h" or "hc"; replacement "counterfactual", "zero", "mean" (``mean_h`` or the prefixes' mean)
+      or "learned"; objective "flip" or "neutralise"; ``mu`` > 0 adds mu * KL on ``control`` text (merged
+      KL when ``control.classes_V`` is set); the end-game settings are endgame.py's.
     chunk_steps: run the steps in jitted chunks of this size, calling ``callback(state, losses)`` after each
       (progress, checkpoints); results do not depend on it.
     state: a SweepState to resume from (from ``callback`` or an earlier result).
@@ -512,51 +554,55 @@ def sweep(params: lstm.Params, items: Items, lambdas, method: str = "hard_concre
   Returns:
     A SweepResult.
   """
-  config = SearchConfig(method=method, steps=steps, learning_rate=learning_rate, batch_size=batch_size,
-                        sites=sites, replacement=replacement, objective=objective, mu=mu,
-                        num_samples=num_samples, baseline=baseline, init_logit=init_logit)
+  config = dataclasses.replace(config or SearchConfig(), **settings)
   config.validate()
-  lambdas = np.asarray(lambdas, np.float32).reshape(-1)
+  values = np.asarray(lambdas, np.float32).reshape(-1)
+  if config.targets and (values.size == 0 or values.min() < 1 or np.any(values != np.round(values))):
+    raise ValueError(f"target sizes must be positive integers, got {values.tolist()}.")
   mesh = _mesh()
   num_devices = mesh.devices.size
-  padded = int(np.ceil(len(lambdas) / num_devices) * num_devices)
-  lam_padded = np.concatenate([lambdas, np.full(padded - len(lambdas), lambdas[-1], np.float32)])
-  by_lambda, replicated = NamedSharding(mesh, PartitionSpec("lambda")), NamedSharding(mesh, PartitionSpec())
+  padded = int(np.ceil(len(values) / num_devices) * num_devices)
+  values_padded = np.concatenate([values, np.full(padded - len(values), values[-1], np.float32)])
+  by_run, replicated = NamedSharding(mesh, PartitionSpec("lambda")), NamedSharding(mesh, PartitionSpec())
 
   start_time = time.perf_counter()
   params, items = jax.device_put((params, items), replicated)
   shared = jax.device_put(prepare(params, items, config, control, mean_h), replicated)
-  lam_dev = jax.device_put(jnp.asarray(lam_padded), by_lambda)
+  values_dev = jax.device_put(jnp.asarray(values_padded), by_run)
   if state is None:
-    state = init_state(params, lam_dev, config, shared)
+    state = init_state(params, values_dev, config, shared)
   elif state.logits.shape[0] != padded:
-    raise ValueError(f"the state to resume has {state.logits.shape[0]} lambdas, this sweep {padded}.")
-  state = jax.device_put(state, jax.tree.map(lambda a: replicated if a.ndim == 0 else by_lambda, state))
+    raise ValueError(f"the state to resume has {state.logits.shape[0]} runs, this sweep {padded}.")
+  state = jax.device_put(state, jax.tree.map(lambda a: replicated if a.ndim == 0 else by_run, state))
 
   key = jax.random.key(seed)
+  steps = config.steps
   chunk = steps if chunk_steps is None else max(1, min(chunk_steps, steps))
-  values, tasks = [], []
+  losses, tasks = [], []
   done = int(state.step)
   while done < steps:
     n = min(chunk, steps - done)
-    state, v, t = _run_chunk(params, items, shared, key, state, lam_dev, jnp.arange(done, done + n, dtype=jnp.int32),
-                             dataclasses.replace(config, steps=1))  # one compiled program whatever the step count
+    state, v, t = run_steps(params, items, shared, key, state, values_dev, jnp.arange(done, done + n, dtype=jnp.int32),
+                            jnp.asarray(steps, jnp.float32), dataclasses.replace(config, steps=1))
     done += n
-    values.append(np.asarray(v)[:, :len(lambdas)])
-    tasks.append(np.asarray(t)[:, :len(lambdas)])
+    losses.append(np.asarray(v)[:, :len(values)])
+    tasks.append(np.asarray(t)[:, :len(values)])
     if callback is not None:
-      callback(state, values[-1])
+      callback(state, losses[-1])
   jax.block_until_ready(state)
   seconds = time.perf_counter() - start_time
 
-  logits = np.asarray(state.logits)[:len(lambdas)]
-  empty = np.zeros((0, len(lambdas)), np.float32)
-  l0 = gates.expected_l0(logits) if method == "hard_concrete" else jax.nn.sigmoid(logits).sum(-1)
+  logits = np.asarray(state.logits)[:len(values)]
+  empty = np.zeros((0, len(values)), np.float32)
+  l0 = gates.expected_l0(logits) if config.method == "hard_concrete" else jax.nn.sigmoid(logits).sum(-1)
+  targets = values if config.targets else None
   return SweepResult(
-      lambdas=lambdas, logits=logits, units=[sorted(np.flatnonzero(row > 0).tolist()) for row in logits],
-      expected_l0=np.asarray(l0), loss_trace=np.concatenate(values) if values else empty,
+      lambdas=np.asarray(state.multiplier)[:len(values)] if config.targets else values, logits=logits,
+      units=endgame.read_out(logits, targets), expected_l0=np.asarray(l0),
+      loss_trace=np.concatenate(losses) if losses else empty,
       task_loss_trace=np.concatenate(tasks) if tasks else empty, seconds=seconds, state=state,
-      replacement=np.asarray(state.replacement)[:len(lambdas)] if replacement == "learned" else None)
+      replacement=np.asarray(state.replacement)[:len(values)] if config.replacement == "learned" else None,
+      targets=targets)
 
 
 def readable(unit: int, num_layers: int, hidden_size: int) -> str:

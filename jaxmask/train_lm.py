@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import sys
@@ -57,6 +58,9 @@ class LMConfig:
   seed: int = 0
   checkpoint_every: int = 250
   eval_every: int = 500
+  dropout: float = 0.0  # on the embeddings, between layers and before the decoder; training only
+  lexicon: str = "small"  # the generator's language (grammar.LANGUAGES): "small" or "large"
+  forget_bias: float = 0.0  # added to every layer's initial forget-gate bias (Jozefowicz et al. 2015 use 1)
 
 
 def config_from_dict(values: dict[str, Any]) -> LMConfig:
@@ -121,30 +125,59 @@ def pack_rows(sentences: list[list[int]], row_length: int, eos: int) -> np.ndarr
   return np.asarray(rows, np.int32).reshape(-1, row_length + 1)
 
 
+def init_params(config: LMConfig, vocab_size: int) -> lstm.Params:
+  """``lstm.init``'s parameters, with ``config.forget_bias`` added to every layer's forget-gate bias."""
+  params = lstm.init(jax.random.key(config.seed), vocab_size, config.embed_size, config.hidden_size,
+                     config.num_layers)
+  if config.forget_bias:
+    h = config.hidden_size
+    for layer in params["layers"]:
+      layer["b_ih"] = layer["b_ih"].at[h:2 * h].add(config.forget_bias)  # gate order i, f, g, o
+  return params
+
+
 def tie(params: lstm.Params) -> lstm.Params:
   """The same parameters with the decoder's weights replaced by the embedding (tied weights)."""
   return {**params, "decoder": {"w": params["embedding"], "b": params["decoder"]["b"]}}
 
 
-def masked_nll(params: lstm.Params, rows_BxT1: jax.Array, eos: int) -> tuple[jax.Array, jax.Array]:
-  """(summed negative log-likelihood, number of scored tokens) of rows packed by ``pack_rows``."""
+def apply_with_dropout(params: lstm.Params, tokens_BxT: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+  """Logits (B, T, V) like ``lstm.apply`` with (inverted) dropout on the embeddings, on every layer's
+  output h and so before the decoder, as in Gulordava et al.'s training; a fresh mask per token."""
+  keys = jax.random.split(key, len(params["layers"]) + 1)
+  drop = lambda k, x: jnp.where(jax.random.bernoulli(k, 1.0 - rate, x.shape), x / (1.0 - rate), 0.0)
+  x = drop(keys[0], params["embedding"][tokens_BxT])
+  zeros = jnp.zeros((tokens_BxT.shape[0], params["layers"][0]["w_hh"].shape[1]), x.dtype)
+  for layer, k in zip(params["layers"], keys[1:]):
+    h, _ = lstm.run_layer(layer["w_hh"], lstm.input_projection(layer, x), zeros, zeros)
+    x = drop(k, h)
+  return lstm.decode(params, x)
+
+
+def masked_nll(params: lstm.Params, rows_BxT1: jax.Array, eos: int, dropout: float = 0.0,
+               key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """(summed negative log-likelihood, number of scored tokens) of rows packed by ``pack_rows``.
+
+  With ``dropout`` > 0 (training) the forward pass drops units with that rate, drawn from ``key``.
+  """
   inputs = jnp.where(rows_BxT1[:, :-1] < 0, eos, rows_BxT1[:, :-1])
   targets = rows_BxT1[:, 1:]
   mask = (targets >= 0).astype(jnp.float32)
-  logits = lstm.apply(params, inputs)
+  logits = apply_with_dropout(params, inputs, dropout, key) if dropout else lstm.apply(params, inputs)
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(targets, 0))
   return jnp.sum(nll * mask), jnp.sum(mask)
 
 
-@functools.partial(jax.jit, static_argnames=("eos", "tied"), donate_argnums=0)
-def train_step(state: train_state.TrainState, rows_BxT1: jax.Array, eos: int,
-               tied: bool = False) -> tuple[train_state.TrainState, jax.Array]:
+@functools.partial(jax.jit, static_argnames=("eos", "tied", "dropout"), donate_argnums=0)
+def train_step(state: train_state.TrainState, rows_BxT1: jax.Array, eos: int, tied: bool = False,
+               dropout: float = 0.0, key: jax.Array | None = None) -> tuple[train_state.TrainState, jax.Array]:
   """One Adam step on the mean next-token cross-entropy of a batch of packed rows; returns (state, loss).
 
   With ``tied`` the decoder reads the embedding; the state's own decoder weights then get no gradient.
+  With ``dropout`` > 0 the masks are drawn from ``key``.
   """
   def loss_fn(params):
-    total, count = masked_nll(tie(params) if tied else params, rows_BxT1, eos)
+    total, count = masked_nll(tie(params) if tied else params, rows_BxT1, eos, dropout, key)
     return total / jnp.maximum(count, 1.0)
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   return state.apply_gradients(grads=grads), loss
@@ -204,7 +237,7 @@ def _check_workdir(workdir: str, config: LMConfig, vocab: list[str]) -> None:
   wanted = dataclasses.asdict(config)
   if os.path.exists(config_path):
     with open(config_path, encoding="utf-8") as f:
-      stored = json.load(f)
+      stored = {**dataclasses.asdict(LMConfig()), **json.load(f)}  # fields added later take their defaults
     if stored != wanted:
       diff = ", ".join(f"{k}={stored.get(k)!r} there vs {v!r} now" for k, v in wanted.items() if stored.get(k) != v)
       raise TrainingError(f"workdir {workdir} holds a run with a different config ({diff}); use a new --workdir "
@@ -223,10 +256,10 @@ def _check_workdir(workdir: str, config: LMConfig, vocab: list[str]) -> None:
 def build_corpus(config: LMConfig) -> tuple[list[str], np.ndarray, np.ndarray]:
   """(vocabulary, training rows, validation rows) from the generator, deterministic in ``config.seed``."""
   from jaxmask import grammar  # the edge that generates text; the training core does not need it
-  vocab = grammar.vocabulary()
+  vocab = grammar.vocabulary(config.lexicon)
   eos = vocab.index("<eos>")
-  train_text = grammar.corpus(config.num_sentences, config.seed, split="train")
-  valid_text = grammar.corpus(config.valid_sentences, config.seed + 1_000_003, split="train")
+  train_text = grammar.corpus(config.num_sentences, config.seed, split="train", language=config.lexicon)
+  valid_text = grammar.corpus(config.valid_sentences, config.seed + 1_000_003, split="train", language=config.lexicon)
   return (vocab, pack_rows(tokenize(train_text, vocab), config.row_length, eos),
           pack_rows(tokenize(valid_text, vocab), config.row_length, eos))
 
@@ -253,6 +286,10 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
   if config.tie_weights and config.embed_size != config.hidden_size:
     raise TrainingError(f"tie_weights needs embed_size == hidden_size, got {config.embed_size} and "
                         f"{config.hidden_size}.")
+  if not 0.0 <= config.dropout < 1.0:
+    raise TrainingError(f"dropout must be in [0, 1), got {config.dropout}.")
+  if config.lexicon not in ("small", "large"):
+    raise TrainingError(f"lexicon must be 'small' or 'large', got {config.lexicon!r}.")
   model = tie if config.tie_weights else (lambda p: p)
   workdir = os.path.abspath(workdir)
   started = time.time()
@@ -262,8 +299,7 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
   batches = _Batches(train_rows, config.batch_size, config.seed)
   corpus_seconds = time.time() - started
 
-  params = lstm.init(jax.random.key(config.seed), len(vocab), config.embed_size, config.hidden_size,
-                     config.num_layers)
+  params = init_params(config, len(vocab))
   tx = optimizer(config)
   state = train_state.TrainState.create(apply_fn=lstm.apply, params=params, tx=tx)
   manager = ocp.CheckpointManager(
@@ -278,6 +314,7 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
     state = state.replace(step=jnp.asarray(restored["step"]), params=restored["params"],
                           opt_state=restored["opt_state"])
 
+  dropout_key = jax.random.key(config.seed + 1)
   valid_ppl = float("nan")
   tokens, timed_since = 0, None  # tokens/s leaves out the first step of a run, which compiles
   loop_started = time.time()
@@ -286,7 +323,8 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
   try:
     for step in range(start_step, config.steps):
       rows = batches(step)
-      state, loss = train_step(state, jnp.asarray(rows), eos, config.tie_weights)
+      key = jax.random.fold_in(dropout_key, step) if config.dropout else None  # a function of the step: resumable
+      state, loss = train_step(state, jnp.asarray(rows), eos, config.tie_weights, config.dropout, key)
       loss = float(loss)
       if not np.isfinite(loss):
         raise TrainingError(
@@ -316,6 +354,7 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
   metrics = {"valid_perplexity": valid_ppl, "corpus_seconds": round(corpus_seconds, 1),
              "train_seconds": round(time.time() - loop_started, 1), "total_seconds": round(time.time() - started, 1),
              "steps_this_run": config.steps - start_step, "train_rows": int(len(train_rows)),
+             "corpus_sha256": hashlib.sha256(train_rows.tobytes()).hexdigest(),  # of the packed token ids
              "tokens_per_second": round(tokens / (time.time() - timed_since)) if tokens else None}
   params = model(state.params)
   checkpoints.save(workdir, params, vocab, {"train": dataclasses.asdict(config), "metrics": metrics})
@@ -330,7 +369,8 @@ def _saved(state: train_state.TrainState) -> dict[str, Any]:
 def _define_flags() -> None:
   """Flags mirror LMConfig's fields; defined only when run as a program, so importing never adds flags."""
   for field in dataclasses.fields(LMConfig):
-    define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool}[type(field.default)]
+    define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_bool,
+              str: flags.DEFINE_string}[type(field.default)]
     define(field.name, field.default, f"LMConfig.{field.name}")
   flags.DEFINE_string("workdir", "workdir_lm", "Checkpoint directory to write (and resume from).")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")

@@ -73,3 +73,31 @@ def test_save_refuses_a_vocabulary_of_the_wrong_size(tmp_path):
   params = lstm.init(jax.random.key(0), 4, 3, 3, 1)
   with pytest.raises(checkpoints.CheckpointError, match=r"vocabulary has 3 words but the embedding has 4 rows"):
     checkpoints.save(str(tmp_path / "x"), params, ["a", "b", "c"])
+
+
+def test_packed_float16_matches_float32_logits(saved, tmp_path):
+  directory, params = saved
+  packed = checkpoints.pack(directory, str(tmp_path / "packed"), {"figures": {"agreement": 1.0}})
+  loaded, config, vocab = checkpoints.load_packed(packed)
+  assert vocab == VOCAB and config["figures"] == {"agreement": 1.0} and config["params_dtype"] == "float16"
+  assert all(a.dtype == np.float32 for a in jax.tree.leaves(loaded))
+  tokens = np.array([[1, 3, 4, 6, 2, 3, 5, 7]])
+  full, half = lstm.apply(params, tokens), lstm.apply(loaded, tokens)
+  assert float(np.max(np.abs(full - half))) < 1e-3 * float(np.max(np.abs(full))) + 1e-3
+
+
+def test_packed_missing_or_corrupt_file_is_one_sentence(saved, tmp_path):
+  directory, _ = saved
+  packed = checkpoints.pack(directory, str(tmp_path / "packed"))
+  npz = os.path.join(packed, "params.npz")
+  with open(npz, "rb") as f:
+    data = f.read()
+  with open(npz, "wb") as f:
+    f.write(data[: len(data) // 2])  # truncated
+  with pytest.raises(checkpoints.CheckpointError, match=r"params.npz is corrupt .*reinstall jaxmask.*train_lm"):
+    checkpoints.load_packed(packed)
+  os.remove(npz)
+  with pytest.raises(checkpoints.CheckpointError, match=r"params.npz is missing; reinstall"):
+    checkpoints.load_packed(packed)
+  with pytest.raises(checkpoints.CheckpointError, match=r"config.json is missing"):
+    checkpoints.load_packed(str(tmp_path / "nowhere"))

@@ -2,6 +2,7 @@
 
 import collections
 import functools
+import random
 import re
 
 import numpy as np
@@ -164,3 +165,92 @@ def test_splits_are_validated():
     grammar.corpus(1, 0, split="search")
   with pytest.raises(ValueError, match="split"):
     grammar.agreement_items(1, 0, split="train")
+
+
+# The large language (grammar.lexicon("large"), LMConfig.lexicon="large").
+
+
+@functools.cache
+def _large(n: int = 6_000) -> tuple[str, ...]:
+  return tuple(grammar.corpus(n, seed=0, language="large"))
+
+
+def test_small_language_is_unchanged():
+  """The default LM's text: its cache key hashes the first sentences, so they must not move."""
+  import hashlib
+  text = "\n".join(grammar.corpus(3000, seed=0))
+  assert hashlib.sha256(text.encode()).hexdigest()[:16] == "733a347733c3b22e"
+  assert len(grammar.vocabulary()) == 2074 and grammar.conditions_of() == grammar.CONDITIONS
+
+
+def test_large_lexicon_sizes_frequencies_and_disjoint_forms():
+  small, large = grammar.lexicon(), grammar.lexicon("large")
+  vocab = grammar.vocabulary("large")
+  assert len(vocab) >= 5000 and set(grammar.vocabulary()) <= set(vocab) and len(set(vocab)) == len(vocab)
+  assert len(large.all_nouns) >= len(small.all_nouns) + 900 and len(large.verbs) >= len(small.verbs) + 250
+  assert len(large.adjectives) >= 400 and len(large.adverbs) >= 120 and len(large.names) >= 250
+  assert not set(large.noun_lemma) & set(large.verb_lemma)
+  assert all(sg != pl for sg, pl in large.all_nouns)
+  assert ("company", "companies") in large.nouns["thing"] and large.by_base["take"].past == "took"
+  lemmas = [sg for sg, _ in large.all_nouns] + [v.base for v in large.verbs] + list(large.adjectives)
+  assert all(large.frequency[w] >= 1.0 for w in lemmas)  # every open-class lemma has a weight (floor 1)
+  assert large.frequency["world"] > 100 * large.frequency["coffin"]
+  with pytest.raises(ValueError, match="language"):
+    grammar.lexicon("huge")
+
+
+def test_large_corpus_is_zipfian_has_fillers_and_stays_in_vocabulary():
+  large = grammar.lexicon("large")
+  words = [w for s in _large() for w in s.split()]
+  assert set(words) <= set(grammar.vocabulary("large"))
+  counts = collections.Counter(large.noun_lemma[w] for w in words if w in large.noun_lemma)
+  things = [sg for sg, _ in large.nouns["thing"]]
+  # Word counts follow the lexicon's frequencies: rank correlation over the new nouns.
+  rank = lambda xs: np.argsort(np.argsort(xs))
+  rho = np.corrcoef(rank([counts[w] for w in things]), rank([large.frequency[w] for w in things]))[0, 1]
+  assert rho > 0.5, rho
+  top = sorted(things, key=large.frequency.get)[-10:]
+  assert sum(counts[w] for w in top) > 5 * sum(counts[w] for w in things[-10:])
+  # Fillers carry no number on any verb; with past-tense and gender sentences they make a good share of
+  # the text whose verbs show no number (no 3rd singular, is/are, was/were, has).
+  marked = {v.third for v in large.verbs} | {"is", "are", "was", "were", "has"}  # "have" may follow a modal
+  marked |= {w for w in large.verb_lemma if "'" in w}
+  gen = grammar._Generator(random.Random(0), "large")
+  assert not any(marked & set(gen.filler_sentence()) for _ in range(500))
+  free = sum(not marked & set(s.split()) for s in _large()) / len(_large())
+  assert 0.25 < free < 0.6, free
+  assert any(" will " in s or " could " in s for s in _large())
+  # No reserved (noun, verb) pair in any order of appearance: evaluation items stay unseen.
+  assert all(grammar.reserved_pairs().isdisjoint(grammar.noun_verb_pairs(s.split(), "large")) for s in _large())
+
+
+def test_large_conditions_give_grammatical_items():
+  items = grammar.agreement_items(20, seed=0, split="heldout", language="large")
+  by_cell = collections.Counter(p.condition for p in items)
+  extra = {c for c in by_cell if c.split("_")[0] in grammar.EXTRA_CONDITIONS}
+  assert len(extra) == sum(2 ** k for k in grammar.EXTRA_CONDITIONS.values()) and set(by_cell.values()) == {20}
+  small_items = grammar.agreement_items(20, seed=0, split="heldout")
+  assert [p for p in items if p.condition.split("_")[0] in grammar.CONDITIONS] == small_items
+  lex = grammar.lexicon()
+  verbs = {v.third: v for v in lex.verbs} | {v.base: v for v in lex.verbs}
+  inanimate = {w for pair in lex.inanimate for w in pair}
+  for p in items:
+    if p.condition.split("_")[0] not in grammar.EXTRA_CONDITIONS:
+      continue
+    condition, cell = p.condition.split("_")
+    noun = _controller(p)
+    plural = noun != lex.noun_lemma[noun]
+    assert cell[0] == "SP"[plural] and len(p.counterfactual) == len(p.prefix)
+    if p.target in ("is", "are"):
+      assert p.target == ("are" if plural else "is")
+    else:
+      assert p.target == (verbs[p.target].base if plural else verbs[p.target].third)
+    assert (noun in inanimate) == condition.startswith("inanim")
+    if condition in ("objRCnoThat", "sentCompNoThat"):
+      assert "that" not in p.prefix
+    if condition in ("vpCoord", "longVPCoord"):
+      assert p.prefix[-1] == "and"
+      first = p.prefix[2]  # the subject's first verb agrees too, and flips with it
+      assert first == (verbs[first].base if plural else verbs[first].third) and p.counterfactual[2] != first
+    if condition == "sentCompNoThat":
+      assert p.prefix[-2:] == ("the", noun)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import planted
-from jaxmask import checkpoints, data, experiment, search, train_lm
+from jaxmask import baselines, checkpoints, data, experiment, search, train_lm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,9 +51,15 @@ def test_main_job_writes_its_outputs_and_resumes_to_the_same_result(tiny_lm, tmp
   # The all-unit intervention turns the model into its counterfactual run: it flips what the clean model got right.
   assert set(saved["selected"]) >= {"method", "lambda", "units", "units_readable", "heldout_flip_rate",
                                     "control_kl", "control_kl_merged", "other_phenomenon_flip_rate"}
-  assert set(saved["baselines"]) == {"hard_concrete", "reinforce", "single_unit", "integrated_gradients", "probe",
-                                     "random"}
-  assert [r["k"] for r in saved["baselines"]["random"]][:3] == [1, 2, 4]
+  assert set(saved["baselines"]) == set(baselines.METHODS)  # every registered method, the probe included
+  ks = [r["k"] for r in saved["baselines"]["hard_concrete"]]
+  assert ks[:3] == [1, 2, 4]
+  assert os.path.getsize(tmp_path / "a" / "specificity.png") > 500  # --specificity_mu: every set's side effects
+  for method, rows in saved["baselines"].items():
+    for row in rows if method != "random" else []:
+      assert row["control_kl_merged"] >= 0.0 and 0.0 <= row["ci95"][0] <= row["heldout_flip_rate"] <= row["ci95"][1]
+  per_seed = saved["baselines"]["hard_concrete"][0]["units_per_seed"]
+  assert len(per_seed) == 2 and all(len(u) == 1 for u in per_seed)  # target-size sweeps read out exactly k
   seeds = saved["seeds"]  # the same search and selection with two more optimisation seeds
   assert seeds["seeds"] == [saved["config"]["seed"] + i for i in range(3)] and len(seeds["units"]) == 3
   assert seeds["units"][0] == saved["selected"]["units"]

@@ -129,3 +129,35 @@ def test_workdir_with_another_config_is_refused(tmp_path):
 def test_unknown_config_field_is_named():
   with pytest.raises(train_lm.TrainingError, match="hidden"):
     train_lm.config_from_dict({"hidden": 3})
+
+
+def test_dropout_only_in_training_and_forget_bias():
+  vocab, rows, _ = _synthetic_corpus()
+  config = train_lm.config_from_dict(dict(SMALL, dropout=0.3, forget_bias=1.0))
+  params = train_lm.init_params(config, len(vocab))
+  plain = train_lm.lstm.init(jax.random.key(config.seed), len(vocab), 8, 8, 2)
+  for layer, ref in zip(params["layers"], plain["layers"]):  # only the forget gates' biases moved, by +1
+    np.testing.assert_allclose(np.asarray(layer["b_ih"] - ref["b_ih"]), np.repeat([0.0, 1.0, 0.0, 0.0], 8), atol=1e-6)
+  batch = jax.numpy.asarray(rows[:8])
+  key = jax.random.key(0)
+  evaluation = train_lm.masked_nll(params, batch, EOS)  # no dropout: what perplexity() and evaluation use
+  assert train_lm.masked_nll(params, batch, EOS, 0.0, key)[0] == evaluation[0]
+  dropped = [float(train_lm.masked_nll(params, batch, EOS, 0.3, jax.random.key(k))[0]) for k in range(3)]
+  assert len(set(dropped)) == 3 and all(d != float(evaluation[0]) for d in dropped)
+  tokens = jax.numpy.asarray(np.maximum(rows[:2, :-1], 0))
+  np.testing.assert_allclose(train_lm.apply_with_dropout(params, tokens, 1e-9, key),
+                             train_lm.lstm.apply(params, tokens), atol=1e-5)  # same network without dropout
+
+
+def test_dropout_run_resumes_identically_and_bad_options_are_refused(tmp_path):
+  corpus = _synthetic_corpus()
+  config = dict(SMALL, dropout=0.2, steps=20)
+  a = train_lm.train(config, str(tmp_path / "a"), progress=False, corpus=corpus)
+  train_lm.train(dict(config, steps=10), str(tmp_path / "b0"), progress=False, corpus=corpus)
+  b = train_lm.train(config, str(tmp_path / "b"), progress=False, corpus=corpus)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):  # masks are a function of (seed, step)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  with pytest.raises(train_lm.TrainingError, match="dropout"):
+    train_lm.train(dict(SMALL, dropout=1.0), str(tmp_path / "c"), progress=False, corpus=corpus)
+  with pytest.raises(train_lm.TrainingError, match="lexicon"):
+    train_lm.train(dict(SMALL, lexicon="huge"), str(tmp_path / "d"), progress=False, corpus=corpus)
