@@ -21,7 +21,7 @@ noun's number is drawn independently, so attractors match and mismatch the subje
 Two languages share this code. "small" (the default LM's, above) uses only the hand-curated lists and
 draws every word uniformly. "large" adds the lists of ``jaxmask/lexicon/large/`` (the most frequent
 English nouns, verbs, adjectives and -ly adverbs from wordfreq, inflected by lemminflect, written once by
-``tools/build_lexicon.py``; more first names), about 6,000 word types in all, draws every open-class
+``jaxmask/build_lexicon.py``; more first names), about 6,000 word types in all, draws every open-class
 word with its wordfreq frequency (Zipfian; floor 1 per million so that rare curated nouns still occur;
 occupations in gendered coreference stay uniform), and adds the constructions the small language lacks
 (:data:`EXTRA_CONDITIONS`: object relatives and sentential complements without "that", verb-phrase

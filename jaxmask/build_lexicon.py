@@ -3,7 +3,7 @@
 The generator reads the written lists and never imports these libraries, so they are build-time
 dependencies only (``pip install -e .[lexicon]``)::
 
-    python tools/build_lexicon.py
+    python -m jaxmask.build_lexicon
 
 Words are the most frequent English word types (wordfreq's ``top_n_list("en", 40000)``) by lemminflect
 part of speech: a word that is both noun and verb is a verb when its past form is at least a tenth as
@@ -16,15 +16,13 @@ weights of the generator's Zipfian sampling.
 """
 
 import os
-import sys
 
 import lemminflect
 import wordfreq
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from jaxmask import grammar  # noqa: E402
+from jaxmask import grammar
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "jaxmask", "lexicon", "large")
+OUT = os.path.join(os.path.dirname(__file__), "lexicon", "large")
 SIZES = {"nouns": 1000, "verbs": 300, "adjectives": 400, "adverbs": 100}
 STOP = set("""a an the and or but if of to in on at by for with from as is are was were be been being am do does
 did have has had not no yes this that these those there here what which who whom whose when where why how
@@ -76,7 +74,7 @@ def main() -> None:
       adverbs.append(w)
       taken.add(w)
   os.makedirs(OUT, exist_ok=True)
-  header = "# written by tools/build_lexicon.py (wordfreq + lemminflect); do not edit by hand\n"
+  header = "# written by jaxmask/build_lexicon.py (wordfreq + lemminflect); do not edit by hand\n"
   write = lambda name, rows, cols: open(os.path.join(OUT, name), "w", encoding="utf-8").write(
       header + f"# {cols}\n" + "".join("\t".join(r) + "\n" for r in rows))
   write("nouns.tsv", nouns, "singular\tplural   (inanimate and abstract common nouns)")
