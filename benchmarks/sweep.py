@@ -1,6 +1,6 @@
 """Lambdas in one vmapped jit vs the same lambdas one after another: throughput and peak memory.
 
-Both sides run the compiled ``search._run_chunk`` at the default size (2 x 128, batch 64 x 8 tokens):
+Both sides run the compiled ``search.run_steps`` at the default size (2 x 128, batch 64 x 8 tokens):
 vmapped, one program holds Λ lambdas; looped, the one-lambda program runs Λ times (its time is Λ times
 its measured median; the gate-independent arrays are shared in the loop too, which favours the loop).
 Peak memory is XLA's estimate for one compiled call (arguments + outputs + temporaries - aliases).
