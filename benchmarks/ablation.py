@@ -2,7 +2,7 @@
 
 The effect of unit u is the margin logit(y) - logit(y') of every item with u replaced by its counterfactual
 state at every step (the identity gate matrix), on a random sample of the agreement items (every condition,
-3 to 14 tokens). jaxmask: ``search.margins(params, items, eye(N), by_length=True)``, the pass
+3 to 14 tokens). jaxmask: ``interventions.margins(params, items, eye(N), by_length=True)``, the pass
 ``baselines.single_unit_effects`` runs: all N interventions vmapped, the items grouped by length so that no
 padded step runs, and the steps before the subject (where x and x' agree) run once, unintervened; also
 timed as one padded pass (``by_length=False``) and with its compilation (the first call). (i) The Lakretz et al. way: PyTorch eager, one run per unit and per sentence at batch 1
@@ -22,13 +22,14 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.torch_ref import TorchLM, best_threads, torch, torch_items
-from jaxmask import lstm, search
+from jaxmask import interventions, search
+from jaxmask.models import lstm
 
 
 def _jax_loop_seconds(params, items, num_units: int) -> float:
   """N calls of one jitted single-intervention margin (gate = one-hot), batched over items."""
   shared = search.prepare(params, items, search.SearchConfig())
-  one = jax.jit(lambda z: search.margin(params, items, shared.xproj0_BxTx4H, z, shared.r_h, None))
+  one = jax.jit(lambda z: interventions.margin(params, items, shared.xproj0_BxTx4H, z, shared.r_h, None))
   eye = jnp.eye(num_units)
   jax.block_until_ready(one(eye[0]))
   start = time.perf_counter()
@@ -78,7 +79,7 @@ def run(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
   items = setup["items"].take(sample)
   n = lstm.num_units(params)
   eye = np.eye(n, dtype=np.float32)
-  all_units = lambda by_length: jax.block_until_ready(search.margins(params, items, eye, by_length=by_length))
+  all_units = lambda by_length: jax.block_until_ready(interventions.margins(params, items, eye, by_length=by_length))
   start = time.perf_counter()
   effects = np.asarray(all_units(True))
   first = time.perf_counter() - start
@@ -107,7 +108,7 @@ def run(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
   out["speedup"] = out["lakretz_seconds_extrapolated"] / t_jax
   out["speedup_first_call"] = out["lakretz_seconds_extrapolated"] / first
   out["speedup_vs_batched_loop"] = out["torch_batched_loop_seconds"] / t_jax
-  rows = [["jaxmask: all units vmapped, items grouped by length (search.margins(..., by_length=True))", t_jax, 1.0],
+  rows = [["jaxmask: all units vmapped, items grouped by length (interventions.margins(..., by_length=True))", t_jax, 1.0],
           ["the same, first call (compiling one program per length group)", first, first / t_jax],
           [f"PyTorch eager, batch 1, one run per unit and sentence (Lakretz et al.; {out['lakretz_timed_runs']} "
            f"runs timed, scaled to {n * num_items})", out["lakretz_seconds_extrapolated"], out["speedup"]],

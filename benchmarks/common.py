@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import lstm, search
+from jaxmask import interventions, search
+from jaxmask.models import lstm
 
 DEFAULT = dict(vocab_size=600, hidden_size=128, num_layers=2, batch=64, steps=8)  # feasibility size (a)
 GULORDAVA = dict(vocab_size=50_000, hidden_size=650, num_layers=2, batch=64, steps=12)  # size (b)
@@ -60,7 +61,7 @@ def random_params(vocab_size: int, hidden_size: int, num_layers: int, seed: int 
   return lstm.init(jax.random.key(seed), vocab_size, hidden_size, hidden_size, num_layers)
 
 
-def random_items(vocab_size: int, batch: int, steps: int, seed: int = 0) -> search.Items:
+def random_items(vocab_size: int, batch: int, steps: int, seed: int = 0) -> interventions.Items:
   """Items of a fixed shape: random prefixes, the counterfactual differing at position 1, full length."""
   rng = np.random.default_rng(seed)
   prefix = rng.integers(1, vocab_size, size=(batch, steps))
@@ -69,12 +70,12 @@ def random_items(vocab_size: int, batch: int, steps: int, seed: int = 0) -> sear
   target = rng.integers(1, vocab_size, size=batch)
   foil = (target % (vocab_size - 1)) + 1
   as_int = lambda a: jnp.asarray(a, jnp.int32)
-  return search.Items(prefix=as_int(prefix), counterfactual=as_int(counterfactual),
-                      length=as_int(np.full(batch, steps)), target=as_int(target), foil=as_int(foil))
+  return interventions.Items(prefix=as_int(prefix), counterfactual=as_int(counterfactual),
+                             length=as_int(np.full(batch, steps)), target=as_int(target), foil=as_int(foil))
 
 
 def sized(size: dict[str, int], hidden_size: int | None = None, batch: int | None = None, seed: int = 0
-          ) -> tuple[lstm.Params, search.Items]:
+          ) -> tuple[lstm.Params, interventions.Items]:
   """Random params and items of a size dict like DEFAULT, optionally overriding hidden size or batch."""
   hidden = hidden_size or size["hidden_size"]
   params = random_params(size["vocab_size"], hidden, size["num_layers"], seed)
@@ -88,7 +89,7 @@ class SearchProgram:
   ``run(state)`` executes ``chunk`` steps of every lambda and returns the new state (blocked).
   """
 
-  def __init__(self, params: lstm.Params, items: search.Items, lambdas, config: search.SearchConfig,
+  def __init__(self, params: lstm.Params, items: interventions.Items, lambdas, config: search.SearchConfig,
                chunk: int | None = None, seed: int = 0):
     self.params, self.items, self.config = params, items, config
     self.lambdas = jnp.asarray(np.asarray(lambdas, np.float32).reshape(-1))
@@ -217,7 +218,7 @@ def program(size: dict[str, int], num_lambdas: int, chunk: int, hidden_size: int
 
 @jax.jit
 def _flip_loss(params, items, shared, gates_SxN):
-  margin = lambda z: search.margin(params, items, shared.xproj0_BxTx4H, z, shared.r_h, None)
+  margin = lambda z: interventions.margin(params, items, shared.xproj0_BxTx4H, z, shared.r_h, None)
   return jax.vmap(lambda z: jnp.mean(jax.nn.softplus(margin(z))))(gates_SxN)
 
 

@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from jaxmask import search
+from jaxmask import interventions, search
 
 SCORE_ITEMS = 512
 TOLERANCE = 1e-3  # the issue's quality bar: Hard Concrete's final J <= REINFORCE's best J + this
@@ -55,13 +55,13 @@ def _trajectory(program: common.SearchProgram, budget_seconds: float, max_chunks
   return np.asarray(seconds), np.stack(logits)
 
 
-def _score(params, items: search.Items, heldout: search.Items, logits_KxN: np.ndarray, lam: float
+def _score(params, items: interventions.Items, heldout: interventions.Items, logits_KxN: np.ndarray, lam: float
            ) -> dict[str, np.ndarray]:
   """J, set size and held-out flip rate of the read-out set of every recorded logits row (distinct sets once)."""
   sets, inverse = np.unique(logits_KxN > 0, axis=0, return_inverse=True)
   gates_SxN = sets.astype(np.float32)
-  margins = np.asarray(search.margins(params, items, gates_SxN))
-  held = np.asarray(search.margins(params, heldout, gates_SxN))
+  margins = np.asarray(interventions.margins(params, items, gates_SxN))
+  held = np.asarray(interventions.margins(params, heldout, gates_SxN))
   size = gates_SxN.sum(axis=1)
   flip_loss = np.logaddexp(0.0, margins).mean(axis=1)
   inverse = inverse.reshape(-1)

@@ -28,7 +28,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import search
+from jaxmask import interventions
 
 V = 11
 EOS, A, B, QUERY, YA, YB = 0, 1, 2, 8, 9, 10
@@ -53,8 +53,8 @@ class Motif:
   """
   name: str
   params: dict
-  items: search.Items
-  heldout: search.Items
+  items: interventions.Items
+  heldout: interventions.Items
   labels: np.ndarray
   sites: str
   true_set: list[int]
@@ -143,7 +143,7 @@ class _Builder:
     return {"embedding": jnp.eye(V), "layers": layers, "decoder": {"w": f32(self.decoder), "b": f32(bias)}}
 
 
-def items(n: int, seed: int) -> search.Items:
+def items(n: int, seed: int) -> interventions.Items:
   """n items "<eos> A f f f ?" -> ya, counterfactual "<eos> B f f f ?" -> yb, random fillers."""
   rng = np.random.default_rng(seed)
   fill = rng.choice(FILLERS, size=(n, 3))
@@ -151,8 +151,8 @@ def items(n: int, seed: int) -> search.Items:
   counterfactual = prefix.copy()
   counterfactual[:, 1] = B
   i32 = lambda a: jnp.asarray(a, jnp.int32)
-  return search.Items(prefix=i32(prefix), counterfactual=i32(counterfactual), length=i32(np.full(n, 6)),
-                      target=i32(np.full(n, YA)), foil=i32(np.full(n, YB)))
+  return interventions.Items(prefix=i32(prefix), counterfactual=i32(counterfactual), length=i32(np.full(n, 6)),
+                             target=i32(np.full(n, YA)), foil=i32(np.full(n, YB)))
 
 
 def _pair(b: _Builder) -> tuple[list[int], list[list[int]]]:

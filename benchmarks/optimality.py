@@ -31,7 +31,8 @@ import jax
 import numpy as np
 
 from benchmarks import common, motifs
-from jaxmask import baselines, checkpoints, data, exhaustive, grammar, lstm, search, train_lm
+from jaxmask import baselines, checkpoints, data, exhaustive, grammar, interventions, search, train_lm
+from jaxmask.models import lstm
 
 ARCHITECTURES = ((1, 32), (2, 16), (2, 32))  # (layers, hidden units)
 LM_CONFIG = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "lm_tiny.cfg")
@@ -109,12 +110,12 @@ def _probe_labels(pairs: list[data.Pair], phenomenon: str) -> np.ndarray:
 
 
 def _known(params: lstm.Params, pairs: list[data.Pair], vocab: list[str], count: int, seed: int
-           ) -> tuple[search.Items | None, list[data.Pair], int]:
+           ) -> tuple[interventions.Items | None, list[data.Pair], int]:
   """Up to ``count`` items (a seeded sample) the clean model gets right both ways, their pairs, and how many it knew."""
   items, kept, _ = data.encode(pairs, vocab)
   pairs = [pairs[i] for i in kept]
-  m_x = np.asarray(search.margins(params, items))[0]
-  m_cf = np.asarray(search.margins(params, items.replace(prefix=items.counterfactual)))[0]
+  m_x = np.asarray(interventions.margins(params, items))[0]
+  m_cf = np.asarray(interventions.margins(params, items.replace(prefix=items.counterfactual)))[0]
   known = np.flatnonzero((m_x > 0) & (m_cf < 0))
   if len(known) == 0:
     return None, [], 0

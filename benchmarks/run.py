@@ -18,7 +18,7 @@ from absl import flags
 from absl import logging
 
 from benchmarks import ablation, common, estimators, optimality, roofline, scaling, sweep, torch_ref
-from jaxmask import evaluate
+from jaxmask import report
 
 PARTS = ("estimators", "sweep", "torch", "ablation", "roofline", "scaling", "optimality")
 
@@ -107,7 +107,7 @@ def main(argv: list[str]) -> None:
   results["headline"] = _headline(results)
   _goals_table(results)
   with open(_OUTPUT.value, "w", encoding="utf-8") as f:
-    json.dump(evaluate.finite(results), f, indent=1, default=float)
+    json.dump(report.finite(results), f, indent=1, default=float)
   if _TABLES.value:
     with open(_TABLES.value, "w", encoding="utf-8") as f:
       f.write(f"Command: `{results['command']}`\n\n" + "\n".join(common.TABLES))

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks import common
-from jaxmask import gates, lstm, search
+from jaxmask import gates, interventions
+from jaxmask.models import lstm
 
 try:
   import torch
@@ -71,7 +72,7 @@ class TorchLM:
     return (w * h_last).sum(-1) + self.decoder_b[target_B] - self.decoder_b[foil_B]
 
 
-def torch_items(items: search.Items) -> dict[str, "torch.Tensor"]:
+def torch_items(items: interventions.Items) -> dict[str, "torch.Tensor"]:
   return {k: torch.from_numpy(np.asarray(getattr(items, k)).astype(np.int64))
           for k in ("prefix", "counterfactual", "length", "target", "foil")}
 
@@ -89,7 +90,7 @@ def hard_concrete_loss(model: TorchLM, items: dict, replacement, log_alpha, u, l
 class TorchSearch:
   """One-lambda-at-a-time Hard Concrete search; ``compiled`` wraps the loss (and its backward) in torch.compile."""
 
-  def __init__(self, params: lstm.Params, items: search.Items, compiled: bool = False):
+  def __init__(self, params: lstm.Params, items: interventions.Items, compiled: bool = False):
     self.model = TorchLM(params)
     self.items = torch_items(items)
     with torch.no_grad():
@@ -167,7 +168,7 @@ def compare(size: dict[str, int], steps: int, chunk: int, lambdas_timed: int, to
   return out
 
 
-def best_threads(params: lstm.Params, items: search.Items, steps: int = 5) -> dict[str, Any]:
+def best_threads(params: lstm.Params, items: interventions.Items, steps: int = 5) -> dict[str, Any]:
   """Sets torch to the faster of 1 thread and all cores for this eager step (small ops can run faster on one)."""
   per_step = {}
   for threads in sorted({1, os.cpu_count()}):

@@ -2,7 +2,7 @@ r"""Unit scores for the baselines: single-unit effects, Integrated Gradients, at
 activation and a diagnostic probe, each a float32[N] over the flat unit ids (larger = more important).
 
 Every causal score is taken under the search's own gated replacement :math:`\tilde s = (1 - z) s + z r`
-(``search.margins``), of the mean over items of a per-item loss of the margin (the flip loss by default).
+(``interventions.margins``), of the mean over items of a per-item loss of the margin (the flip loss by default).
 """
 
 from __future__ import annotations
@@ -15,17 +15,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxmask import lstm, objectives, search
+from jaxmask import interventions, objectives
+from jaxmask.models import lstm
 
 
-def mean_losses(params: lstm.Params, items: search.Items, gates_SxN, replacement: str, mean_h: dict | None,
+def mean_losses(params: lstm.Params, items: interventions.Items, gates_SxN, replacement: str, mean_h: dict | None,
                 sites: str, chunk: int = 32, by_length: bool = False,
                 loss_fn: Callable[[jax.Array], jax.Array] = objectives.flip_loss) -> jax.Array:
   """Mean over the items of ``loss_fn`` of the margin under each of S gate vectors (``chunk`` at a time): float32[S]."""
-  return loss_fn(search.margins(params, items, gates_SxN, replacement, mean_h, sites, chunk, by_length)).mean(axis=1)
+  return loss_fn(interventions.margins(params, items, gates_SxN, replacement, mean_h, sites, chunk, by_length)).mean(axis=1)
 
 
-def single_unit_effects(params: lstm.Params, items: search.Items, replacement: str = "counterfactual",
+def single_unit_effects(params: lstm.Params, items: interventions.Items, replacement: str = "counterfactual",
                         sites: str = "h", mean_h: dict | None = None) -> jax.Array:
   r"""Each unit's effect alone: the flip loss it removes when it is the only one intervened, float32[N].
 
@@ -34,7 +35,7 @@ def single_unit_effects(params: lstm.Params, items: search.Items, replacement: s
      \mathrm{softplus}(m(z))
 
   with :math:`e_i` the i-th one-hot gate vector. The clean run and the N single-unit interventions are the
-  N + 1 rows of one ``search.margins`` call (vmapped, in chunks, the items grouped by length so that no
+  N + 1 rows of one ``interventions.margins`` call (vmapped, in chunks, the items grouped by length so that no
   padded step is run). Larger = more important.
   """
   n = lstm.num_units(params, sites)
@@ -43,7 +44,7 @@ def single_unit_effects(params: lstm.Params, items: search.Items, replacement: s
 
 
 @functools.partial(jax.jit, static_argnames=("replacement", "sites", "loss_fn"))
-def _gate_gradients(params: lstm.Params, items: search.Items, gates_SxN: jax.Array, replacement: str,
+def _gate_gradients(params: lstm.Params, items: interventions.Items, gates_SxN: jax.Array, replacement: str,
                     mean_h: dict | None, sites: str, loss_fn: Callable = objectives.flip_loss) -> jax.Array:
   """The gradient of the mean loss with respect to the gates at each of S points: float32[S, N].
 
@@ -54,7 +55,7 @@ def _gate_gradients(params: lstm.Params, items: search.Items, gates_SxN: jax.Arr
   return jax.grad(loss)(gates_SxN)
 
 
-def integrated_gradients(params: lstm.Params, items: search.Items, steps: int = 32,
+def integrated_gradients(params: lstm.Params, items: interventions.Items, steps: int = 32,
                          replacement: str = "counterfactual", sites: str = "h", mean_h: dict | None = None
                          ) -> jax.Array:
   r"""Integrated Gradients of the mean flip loss along the straight gate path z = 0 -> 1, as a loss reduction.
@@ -64,7 +65,7 @@ def integrated_gradients(params: lstm.Params, items: search.Items, steps: int = 
          \approx -\sum_{s=0}^{S} w_s \frac{\partial \overline{\ell}}{\partial z_i}(\tfrac{s}{S} \mathbf 1)
 
   with trapezoid weights :math:`w = (\tfrac12, 1, \dots, 1, \tfrac12)/S`, S = ``steps``. The S + 1 gradients
-  come from one backward pass through one ``search.margins`` call, vmapped over the path. Completeness: since
+  come from one backward pass through one ``interventions.margins`` call, vmapped over the path. Completeness: since
   :math:`\frac{d}{d\alpha}\overline{\ell}(\alpha\mathbf 1) = \sum_i \partial_i \overline{\ell}`,
   :math:`\sum_i a_i = \overline{\ell}(0) - \overline{\ell}(\mathbf 1)` up to the quadrature error: the whole
   intervention's loss reduction, shared among the units. Its left-Riemann one-point version is
@@ -79,7 +80,7 @@ def integrated_gradients(params: lstm.Params, items: search.Items, steps: int = 
   return -weights_S @ grads_SxN
 
 
-def attribution_patching(params: lstm.Params, items: search.Items, replacement: str = "counterfactual",
+def attribution_patching(params: lstm.Params, items: interventions.Items, replacement: str = "counterfactual",
                          sites: str = "h", mean_h: dict | None = None,
                          loss_fn: Callable[[jax.Array], jax.Array] = objectives.flip_loss) -> jax.Array:
   r"""Attribution patching: the first-order estimate of each unit's interchange effect, float32[N].
@@ -105,7 +106,7 @@ def attribution_patching(params: lstm.Params, items: search.Items, replacement: 
   return -_gate_gradients(params, items, jnp.zeros((1, n)), replacement, mean_h, sites, loss_fn)[0]
 
 
-def gradient_x_activation(params: lstm.Params, items: search.Items, sites: str = "h") -> jax.Array:
+def gradient_x_activation(params: lstm.Params, items: interventions.Items, sites: str = "h") -> jax.Array:
   r"""Classical saliency, activation x gradient, summed over time: float32[N].
 
   .. math::
@@ -137,7 +138,7 @@ def _activations(params: lstm.Params, tokens_BxT: jax.Array, length_B: jax.Array
 
 
 @functools.partial(jax.jit, static_argnames=("sites", "steps"))
-def fit_probe(params: lstm.Params, items: search.Items, labels_B: jax.Array, sites: str = "h",
+def fit_probe(params: lstm.Params, items: interventions.Items, labels_B: jax.Array, sites: str = "h",
               steps: int = 500, learning_rate: float = 0.05, l2: float = 1e-2) -> Probe:
   r"""Logistic regression of a binary label from the units' activations at the prediction position.
 
@@ -173,7 +174,7 @@ def fit_probe(params: lstm.Params, items: search.Items, labels_B: jax.Array, sit
   return Probe(weights_N=w, bias=b, accuracy=jnp.mean((x @ w + b > 0) == (y > 0.5)))
 
 
-def probe(params: lstm.Params, items: search.Items, labels_B: jax.Array, sites: str = "h") -> jax.Array:
+def probe(params: lstm.Params, items: interventions.Items, labels_B: jax.Array, sites: str = "h") -> jax.Array:
   """The diagnostic probe's ranking: |weight| of each unit in ``fit_probe``, float32[N]. Larger = more important.
 
   Correlational, not causal: a unit that encodes the label but that the model never reads scores as high.

@@ -2,7 +2,7 @@ r"""The methods Hard Concrete must beat at equal set size k, one registry entry 
 intervention.
 
 Every method picks its sets from the search items; every set is then evaluated on held-out items with the
-same gated replacement :math:`\tilde s = (1 - z) s + z r` as the search (``search.margins``), all sets of
+same gated replacement :math:`\tilde s = (1 - z) s + z r` as the search (``interventions.margins``), all sets of
 all methods in one vmapped pass. A new method is one entry of :data:`METHODS`.
 """
 
@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import attribution, lstm, objectives, search
+from jaxmask import attribution, interventions, objectives, search
+from jaxmask.models import lstm
 
 
 def random_sets(key: jax.Array, num_units: int, k: int, draws: int = 20) -> jax.Array:
@@ -36,13 +37,13 @@ def _best(m_SxB: jax.Array) -> np.ndarray:
   return np.lexsort((np.arange(len(flips)), loss, -flips))
 
 
-def greedy(params: lstm.Params, items: search.Items, k: int, replacement: str = "counterfactual",
+def greedy(params: lstm.Params, items: interventions.Items, k: int, replacement: str = "counterfactual",
            sites: str = "h", mean_h: dict | None = None) -> list[list[int]]:
   r"""Greedy activation patching (Vig et al. 2020): the nested sets of sizes 1..k, each sorted.
 
   Start from :math:`S_0 = \emptyset`; round j adds to :math:`S_{j-1}` the unit u that maximises the number of
   items flipped by :math:`S_{j-1} \cup \{u\}` (margin < 0); ties go to the lower mean flip loss, then to the
-  lower id. Each round is one ``search.margins`` call over the N + 1 gate vectors
+  lower id. Each round is one ``interventions.margins`` call over the N + 1 gate vectors
   :math:`[S_{j-1}, S_{j-1} \cup \{0\}, \dots, S_{j-1} \cup \{N-1\}]` (units already in the set are skipped),
   the same shape every round and as :func:`attribution.single_unit_effects`, so it compiles once. k is
   capped at N.
@@ -50,14 +51,14 @@ def greedy(params: lstm.Params, items: search.Items, k: int, replacement: str = 
   n = lstm.num_units(params, sites)
   chosen, out = [], []
   for _ in range(min(k, n)):
-    gates_SxN = np.maximum(search.units_to_gates([chosen], n), np.eye(n + 1, n, k=-1, dtype=np.float32))
-    order = _best(search.margins(params, items, gates_SxN, replacement, mean_h, sites, by_length=True)[1:])
+    gates_SxN = np.maximum(interventions.units_to_gates([chosen], n), np.eye(n + 1, n, k=-1, dtype=np.float32))
+    order = _best(interventions.margins(params, items, gates_SxN, replacement, mean_h, sites, by_length=True)[1:])
     chosen = chosen + [next(int(u) for u in order if u not in chosen)]
     out.append(sorted(chosen))
   return out
 
 
-def sweep_at_k(params: lstm.Params, items: search.Items, result: search.SweepResult, ks: Sequence[int],
+def sweep_at_k(params: lstm.Params, items: interventions.Items, result: search.SweepResult, ks: Sequence[int],
                replacement: str = "counterfactual", sites: str = "h", mean_h: dict | None = None
                ) -> list[list[int]]:
   """For each k, the best set of at most k units that a sweep (Hard Concrete or REINFORCE) produced.
@@ -66,7 +67,7 @@ def sweep_at_k(params: lstm.Params, items: search.Items, result: search.SweepRes
   its k units with the largest gate logits (the sweep's own ranking, as single-unit effects and IG are
   ranked by score). Rule: the candidate with the highest flip rate on ``items`` (the search items: nothing
   held out is used); ties go to the lower mean flip loss, then to the smaller set; no candidate, the empty
-  set. All candidates are evaluated in one ``search.margins`` call.
+  set. All candidates are evaluated in one ``interventions.margins`` call.
   """
   candidates = []
   for k in ks:
@@ -74,8 +75,8 @@ def sweep_at_k(params: lstm.Params, items: search.Items, result: search.SweepRes
       units = list(units) if len(units) <= k else sorted(sorted(units, key=lambda u: -logits[u])[:k])
       if units not in candidates:
         candidates.append(units)
-  m_SxB = search.margins(params, items, search.units_to_gates(candidates, lstm.num_units(params, sites)),
-                         replacement, mean_h, sites)
+  m_SxB = interventions.margins(params, items, interventions.units_to_gates(candidates, lstm.num_units(params, sites)),
+                                replacement, mean_h, sites)
   flip_rate = np.asarray((m_SxB < 0).mean(axis=1))
   loss = np.asarray(objectives.flip_loss(m_SxB).mean(axis=1))
   order = sorted(range(len(candidates)), key=lambda s: (-flip_rate[s], loss[s], len(candidates[s])))
@@ -93,7 +94,7 @@ class Context:
   ``labels``: the search prefixes' binary probe labels (None: no probe). ``key``: for random sets.
   """
   params: lstm.Params
-  items: search.Items
+  items: interventions.Items
   replacement: str = "counterfactual"
   sites: str = "h"
   mean_h: dict | None = None
@@ -194,7 +195,7 @@ def auc(rows: Sequence[dict]) -> float:
   return float(np.sum(np.diff(k) * (f[1:] + f[:-1]) / 2) / (k[-1] - k[0]))
 
 
-def compare(params: lstm.Params, search_items: search.Items, heldout_items: search.Items, ks: Sequence[int],
+def compare(params: lstm.Params, search_items: interventions.Items, heldout_items: interventions.Items, ks: Sequence[int],
             hard_concrete: search.SweepResult | None = None, reinforce: search.SweepResult | None = None,
             labels: np.ndarray | None = None, key: jax.Array | None = None,
             replacement: str = "counterfactual", sites: str = "h", mean_h: dict | None = None,
@@ -208,7 +209,7 @@ def compare(params: lstm.Params, search_items: search.Items, heldout_items: sear
   passed. Every other entry of :data:`METHODS` chooses its own sets from a :class:`Context`; the probe needs
   ``labels``, random draws ``draws`` sets per k from ``key`` (default ``jax.random.key(0)``). ``methods``
   names the registry entries to run (default: all that apply). Every set of every method and k, and the
-  clean model, are evaluated in one ``search.margins`` call with the same intervention (``replacement``,
+  clean model, are evaluated in one ``interventions.margins`` call with the same intervention (``replacement``,
   ``sites``, ``mean_h``) as the search.
 
   Returns:
@@ -252,8 +253,8 @@ def compare(params: lstm.Params, search_items: search.Items, heldout_items: sear
         raise ValueError(f"{name} gave a set of more than k = {k} units.")
 
   flat = [units for per_k in groups.values() for sets in per_k for units in sets]
-  m_SxB = np.asarray(search.margins(params, heldout_items, search.units_to_gates([[]] + flat, n), replacement,
-                                    mean_h, sites))
+  m_SxB = np.asarray(interventions.margins(params, heldout_items, interventions.units_to_gates([[]] + flat, n), replacement,
+                                           mean_h, sites))
   clean_B, m_SxB = m_SxB[0], m_SxB[1:]
   flips_SxB = m_SxB < 0
   rates_S, change_S = flips_SxB.mean(axis=1), (clean_B - m_SxB).mean(axis=1)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxmask import lstm
+from jaxmask.models import lstm
 
 MODEL_KEYS = ("vocab_size", "embed_size", "hidden_size", "num_layers")
 

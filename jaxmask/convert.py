@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmask import checkpoints
-from jaxmask import lstm
+from jaxmask.models import lstm
 
 # rows of rnn.weight_hh_l0 per hidden unit -> the recurrent cell that has that many gates
 _CELL_OF_GATES = {4: "LSTM", 3: "GRU", 1: "simple (tanh or ReLU) RNN"}

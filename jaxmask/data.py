@@ -24,7 +24,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import search
+from jaxmask.items import Items
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -191,7 +191,7 @@ def normalize(word: str, vocab_index: dict[str, int]) -> int | None:
 
 
 def encode(pairs: list[Pair], vocab: list[str], prepend_eos: bool = True,
-           max_len: int | None = None) -> tuple[search.Items, list[int], dict]:
+           max_len: int | None = None) -> tuple[Items, list[int], dict]:
   """Turns pairs into Items for a vocabulary.
 
   Pairs whose target or foil is out of vocabulary are skipped; other out-of-vocabulary words map to
@@ -240,7 +240,7 @@ def encode(pairs: list[Pair], vocab: list[str], prepend_eos: bool = True,
                       f"max_len={width}; raise max_len or shorten the prefix.")
     prefix[b, :len(x)] = x
     counterfactual[b, :len(x_cf)] = x_cf
-  items = search.Items(
+  items = Items(
       prefix=jnp.asarray(prefix), counterfactual=jnp.asarray(counterfactual),
       length=jnp.asarray([len(r[0]) for r in rows], jnp.int32),
       target=jnp.asarray([r[2] for r in rows], jnp.int32),

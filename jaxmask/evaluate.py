@@ -22,20 +22,19 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from jaxmask import checkpoints
-from jaxmask import lstm
-from jaxmask import search
+from jaxmask import checkpoints, interventions, report
+from jaxmask.models import lstm
 
 INTERVENTIONS = ("counterfactual", "zero", "mean")
 
 
 @jax.jit
-def _margins_chunk(params: lstm.Params, items: search.Items, h0_LxBxH: jax.Array, c0_LxBxH: jax.Array) -> jax.Array:
+def _margins_chunk(params: lstm.Params, items: interventions.Items, h0_LxBxH: jax.Array, c0_LxBxH: jax.Array) -> jax.Array:
   xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.prefix])
-  return search.margin(params, items, xproj0, None, None, None, initial_state=(h0_LxBxH, c0_LxBxH))
+  return interventions.margin(params, items, xproj0, None, None, None, initial_state=(h0_LxBxH, c0_LxBxH))
 
 
-def margins(params: lstm.Params, items: search.Items,
+def margins(params: lstm.Params, items: interventions.Items,
             initial_state: tuple[jax.Array, jax.Array] | None = None, batch_size: int = 512) -> np.ndarray:
   r"""logit(target) - logit(foil) after each prefix, without intervention: float32[B].
 
@@ -123,7 +122,7 @@ def parse_units(text: str, num_units: int) -> np.ndarray:
   return np.asarray(sorted(set(units)), np.int32)
 
 
-def flip_rates(params: lstm.Params, items: search.Items, units: np.ndarray, intervention: str,
+def flip_rates(params: lstm.Params, items: interventions.Items, units: np.ndarray, intervention: str,
                conditions: Sequence[str]) -> tuple[float, dict[str, float]]:
   """Fraction of items (overall, per condition) whose margin is negative with ``units`` intervened on.
 
@@ -132,8 +131,8 @@ def flip_rates(params: lstm.Params, items: search.Items, units: np.ndarray, inte
   """
   if intervention not in INTERVENTIONS:
     raise ValueError(f"--intervention must be one of {', '.join(INTERVENTIONS)}, got {intervention!r}.")
-  gates_1xN = search.units_to_gates([units.tolist()], lstm.num_units(params, "h"))
-  margins_1xB = search.margins(params, items, gates_1xN, replacement=intervention, sites="h")
+  gates_1xN = interventions.units_to_gates([units.tolist()], lstm.num_units(params, "h"))
+  margins_1xB = interventions.margins(params, items, gates_1xN, replacement=intervention, sites="h")
   return accuracy_by_condition(np.asarray(margins_1xB)[0] < 0, conditions)
 
 
@@ -276,7 +275,7 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     if FLAGS.context_sentences > 0:
       contexts = running_text(vocab, 5, FLAGS.context_sentences, FLAGS.seed, language)
     result = evaluate_pairs(params, vocab, pairs, units, FLAGS.intervention, pct_female, contexts)
-    text = json.dumps(finite(result), indent=2)
+    text = json.dumps(report.finite(result), indent=2)
     if FLAGS.output:
       os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
       with open(FLAGS.output, "w", encoding="utf-8") as f:
@@ -285,15 +284,6 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     sys.exit(f"evaluate: {e}")
   print(text if not FLAGS.output else f"evaluate: accuracy {result['accuracy']:.4f} on {result['items']} items "
         f"({result['skipped_oov']} skipped as out of vocabulary); wrote {FLAGS.output}")
-
-
-def finite(tree: Any) -> Any:
-  """The same tree with NaN (no items to score, a constant variable) as None, so its JSON stays standard."""
-  if isinstance(tree, dict):
-    return {k: finite(v) for k, v in tree.items()}
-  if isinstance(tree, (list, tuple)):
-    return [finite(v) for v in tree]
-  return None if isinstance(tree, float) and np.isnan(tree) else tree
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 r"""The exact best set of k units, by trying every one: ground truth for the search and the baselines on small models.
 
 For a model with N gateable units, every k-subset S (:math:`\binom{N}{k}` of them, k = 1, 2, 3, and 4 where
-N <= 32) is scored on the items with the same intervention as the search (``search.margins``):
+N <= 32) is scored on the items with the same intervention as the search (``interventions.margins``):
 
 .. math::
    F(S) = \#\{b : m_b(z_S) < 0\}, \qquad \overline{\ell}(S) = \mathrm{mean}_b\, \mathrm{softplus}(m_b(z_S))
@@ -9,7 +9,7 @@ N <= 32) is scored on the items with the same intervention as the search (``sear
 with :math:`z_S` the 0/1 gate vector of S and :math:`m_b` item b's margin logit(y) - logit(y'). The optimum
 of size k maximises F; ties go to the lower mean flip loss, then to the lexicographically smaller set
 (``itertools.combinations`` order). Sets are built from ``itertools.combinations`` in blocks of ``block``
-gate vectors, each block one vmapped ``search.margins`` call (``chunk`` sets at a time), so memory stays
+gate vectors, each block one vmapped ``interventions.margins`` call (``chunk`` sets at a time), so memory stays
 bounded by the block, whatever :math:`\binom{N}{k}`.
 """
 
@@ -23,7 +23,8 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from jaxmask import lstm, objectives, search
+from jaxmask import interventions, objectives
+from jaxmask.models import lstm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,12 +72,12 @@ def _gates(sets_SxK: np.ndarray, num_units: int) -> np.ndarray:
   return gates_SxN
 
 
-def set_scores(params: lstm.Params, items: search.Items, k: int, *, sites: str = "h",
+def set_scores(params: lstm.Params, items: interventions.Items, k: int, *, sites: str = "h",
                replacement: str = "counterfactual", mean_h: dict | None = None, block: int = 2048,
                chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
   """Flip count int32[C] and mean flip loss float32[C] of every k-subset, in ``itertools.combinations`` order.
 
-  C = C(N, k). Each block of ``block`` sets is one ``search.margins`` call; the last block is padded with
+  C = C(N, k). Each block of ``block`` sets is one ``interventions.margins`` call; the last block is padded with
   copies of its first set so that every block has the same shape (one compilation per k).
   """
   n = lstm.num_units(params, sites)
@@ -89,7 +90,7 @@ def set_scores(params: lstm.Params, items: search.Items, k: int, *, sites: str =
   for start in range(0, total, width):
     sets = np.asarray(list(itertools.islice(combos, width)), np.int32).reshape(-1, k)
     padded = np.concatenate([sets, np.broadcast_to(sets[:1], (width - len(sets), k))])
-    m_SxB = search.margins(params, items, _gates(padded, n), replacement, mean_h, sites, min(chunk, width))
+    m_SxB = interventions.margins(params, items, _gates(padded, n), replacement, mean_h, sites, min(chunk, width))
     f, l = _reduce(m_SxB)
     flips.append(np.asarray(f)[:len(sets)])
     losses.append(np.asarray(l)[:len(sets)])
@@ -116,7 +117,7 @@ def best(flips_C: np.ndarray, losses_C: np.ndarray) -> tuple[int, int]:
   return int(order[0]), int((flips_C == flips_C.max()).sum())
 
 
-def optimum(params: lstm.Params, items: search.Items, ks: Sequence[int] | None = None, *, sites: str = "h",
+def optimum(params: lstm.Params, items: interventions.Items, ks: Sequence[int] | None = None, *, sites: str = "h",
             replacement: str = "counterfactual", mean_h: dict | None = None, block: int = 2048,
             chunk: int = 128) -> dict[int, Optimum]:
   """The best set of each size in ``ks`` (default ``default_sizes(N)``) on ``items``: {k: Optimum}.
@@ -125,8 +126,8 @@ def optimum(params: lstm.Params, items: search.Items, ks: Sequence[int] | None =
     params: the LSTM LM.
     items: the items to flip (the search items; evaluate the sets on held-out items apart).
     ks: set sizes.
-    sites, replacement, mean_h: the intervention, as in ``search.margins``.
-    block: gate vectors per ``search.margins`` call (memory: block x items x steps x 4H floats at most,
+    sites, replacement, mean_h: the intervention, as in ``interventions.margins``.
+    block: gate vectors per ``interventions.margins`` call (memory: block x items x steps x 4H floats at most,
       in ``chunk``-sized pieces).
     chunk: sets run vmapped at once inside a block.
   """
@@ -143,11 +144,11 @@ def optimum(params: lstm.Params, items: search.Items, ks: Sequence[int] | None =
   return out
 
 
-def flip_counts(params: lstm.Params, items: search.Items, unit_sets: Sequence[Sequence[int]], *, sites: str = "h",
+def flip_counts(params: lstm.Params, items: interventions.Items, unit_sets: Sequence[Sequence[int]], *, sites: str = "h",
                 replacement: str = "counterfactual", mean_h: dict | None = None) -> np.ndarray:
-  """How many items each of S given unit sets flips, int32[S] (one ``search.margins`` call)."""
+  """How many items each of S given unit sets flips, int32[S] (one ``interventions.margins`` call)."""
   if not unit_sets:
     return np.zeros((0,), np.int32)
-  gates_SxN = search.units_to_gates([list(s) for s in unit_sets], lstm.num_units(params, sites))
-  m_SxB = search.margins(params, items, gates_SxN, replacement, mean_h, sites)
+  gates_SxN = interventions.units_to_gates([list(s) for s in unit_sets], lstm.num_units(params, sites))
+  m_SxB = interventions.margins(params, items, gates_SxN, replacement, mean_h, sites)
   return np.asarray(_reduce(m_SxB)[0]).astype(np.int32)

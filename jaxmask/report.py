@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -16,6 +17,15 @@ from jaxmask import baselines  # noqa: E402
 
 # (label, color, marker) of every method, search methods included: from the one registry.
 METHOD_STYLE = {name: (m.label, m.color, m.marker) for name, m in baselines.METHODS.items()}
+
+
+def finite(tree: Any) -> Any:
+  """The same tree with NaN (no items to score, a constant variable) as None, so its JSON stays standard."""
+  if isinstance(tree, dict):
+    return {k: finite(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [finite(v) for v in tree]
+  return None if isinstance(tree, float) and np.isnan(tree) else tree
 
 
 def write(workdir: str, results: dict[str, Any], traces: dict[str, Any]) -> None:

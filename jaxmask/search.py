@@ -16,6 +16,7 @@ instead of lambda) is endgame.py's.
 Everything that does not depend on the gates is computed once and shared by every lambda and step: the
 layer-0 input projection, the replacement (counterfactual) states and, for the control term, the clean
 model's distribution. The lambda axis is sharded over the available devices (a mesh of one on one device).
+The items, replacement kinds and margins are interventions.py's; this module is the optimisation only.
 """
 
 from __future__ import annotations
@@ -32,45 +33,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmask import endgame, gates, lstm, objectives
+from jaxmask import endgame, gates, interventions, objectives
+from jaxmask.items import Control, Items
+from jaxmask.models import lstm
 
 METHODS = ("hard_concrete", "reinforce")
-REPLACEMENTS = ("counterfactual", "zero", "mean", "learned")
-
-
-@flax.struct.dataclass
-class Items:
-  """Minimal pairs as token arrays (right-padded): the prediction is read at position ``length - 1``.
-
-  Attributes:
-    prefix: int32[B, T] tokens of x.
-    counterfactual: int32[B, T] tokens of x', aligned with x (same length).
-    length: int32[B] number of real tokens in each row.
-    target: int32[B] y, the token the model should emit after x.
-    foil: int32[B] y', the token that agrees with x'.
-  """
-  prefix: jax.Array
-  counterfactual: jax.Array
-  length: jax.Array
-  target: jax.Array
-  foil: jax.Array
-
-  def take(self, index) -> "Items":
-    """The items at ``index`` (an int array or slice)."""
-    return jax.tree.map(lambda a: a[index], self)
-
-
-@flax.struct.dataclass
-class Control:
-  """Control text for the KL term: token rows (B, T) starting at the initial state, and their lengths.
-
-  ``classes_V`` (optional, int32[V]) groups the words whose choice is the phenomenon itself (each item's
-  target and foil, ``data.outcome_classes``): the merged KL treats each group as one outcome, so it counts
-  only what the intervention changes besides that choice (``objectives.kl_control``).
-  """
-  tokens: jax.Array
-  length: jax.Array
-  classes_V: jax.Array | None = None
 
 
 @flax.struct.dataclass
@@ -86,200 +53,6 @@ class Shared:
   control_r_c: jax.Array | None = None
   control_classes: jax.Array | None = None
 
-
-def _mask(length_B: jax.Array, steps: int) -> jax.Array:
-  return (jnp.arange(steps)[None, :] < length_B[:, None]).astype(jnp.float32)
-
-
-def mean_states(params: lstm.Params, tokens_BxT: jax.Array, length_B: jax.Array) -> dict[str, jax.Array]:
-  """Each unit's mean h and c over the real tokens of a reference corpus: {"h": (L, H), "c": (L, H)}."""
-  _, states = lstm.apply(params, tokens_BxT, return_states=True)
-  m = _mask(length_B, tokens_BxT.shape[1])[None, :, :, None]
-  return {k: (v * m).sum(axis=(1, 2)) / m.sum(axis=(1, 2)) for k, v in states.items()}
-
-
-def _replacement(params: lstm.Params, items: Items, replacement: str, mean: dict | None) -> dict[str, jax.Array]:
-  """The replacement states r for h and c, broadcastable to (L, B, T, H)."""
-  if replacement == "counterfactual":  # the counterfactual run's states; its logits are never needed
-    xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.counterfactual])
-    h, c = lstm.run_layers(params, xproj0)
-    return {"h": h, "c": c}
-  cfg = lstm.config_of(params)
-  shape = (cfg["num_layers"], 1, 1, cfg["hidden_size"])
-  if replacement == "zero":
-    return {"h": jnp.zeros(shape), "c": jnp.zeros(shape)}
-  if replacement in ("mean", "learned"):
-    mean = mean if mean is not None else mean_states(params, items.prefix, items.length)
-    return {k: v.reshape(shape) for k, v in mean.items()}
-  raise ValueError(f"unknown replacement {replacement!r}; use one of {', '.join(REPLACEMENTS)}.")
-
-
-def margin(params: lstm.Params, items: Items, xproj0: jax.Array, gates_N: jax.Array | None, r_h: jax.Array | None,
-           r_c: jax.Array | None, sites: str = "h", initial_state: tuple[jax.Array, jax.Array] | None = None
-           ) -> jax.Array:
-  """logit(target) - logit(foil) at position length - 1 under the intervention (none when gates_N is None); (B,).
-
-  Only the decoder rows of the target and foil are used: the full softmax is never needed.
-  """
-  intervention = None if gates_N is None else lstm.Intervention(gates_N=gates_N, h_LxBxTxH=r_h, c_LxBxTxH=r_c,
-                                                                sites=sites)
-  h, _ = lstm.run_layers(params, xproj0, intervention, initial_state)
-  h_last_BxH = h[-1][jnp.arange(h.shape[1]), items.length - 1]
-  w, b = params["decoder"]["w"], params["decoder"]["b"]
-  return jnp.sum((w[items.target] - w[items.foil]) * h_last_BxH, axis=-1) + b[items.target] - b[items.foil]
-
-
-def units_to_gates(unit_sets: list[list[int]], num_units: int) -> np.ndarray:
-  """A (S, N) 0/1 gate matrix from S lists of flat unit ids."""
-  out = np.zeros((len(unit_sets), num_units), np.float32)
-  for s, units in enumerate(unit_sets):
-    units = list(units)
-    if units and (min(units) < 0 or max(units) >= num_units):
-      raise ValueError(f"unit ids must lie in [0, {num_units}), got {units}.")
-    out[s, units] = 1.0
-  return out
-
-
-def _concrete(*arrays) -> tuple[np.ndarray, ...] | None:
-  """The arrays as NumPy arrays, or None when any is traced (called inside jit)."""
-  try:
-    return tuple(np.asarray(a) for a in arrays)
-  except jax.errors.TracerArrayConversionError:
-    return None
-
-
-def span(items: Items, replacement: str = "counterfactual") -> tuple[int, int]:
-  """(start, end): the steps an intervention can change and the margins read, when ``items`` are concrete.
-
-  ``end`` is the longest row's length: later steps are padding and never read. ``start`` is, for the
-  counterfactual replacement, the first step at which some row's x and x' differ (capped so that every
-  row's last real step is still run): before it the replacement states equal the clean ones, so any gate
-  leaves those steps unchanged and they can be run once, unintervened. Traced items give (0, T).
-  """
-  steps = items.prefix.shape[1]
-  arrays = _concrete(items.prefix, items.counterfactual, items.length)
-  if arrays is None or arrays[2].size == 0:  # traced (inside jit) or empty: the full width, no skipping
-    return 0, steps
-  prefix, counterfactual, length = arrays
-  end = int(length.max())
-  if replacement != "counterfactual":
-    return 0, end
-  differs = prefix[:, :end] != counterfactual[:, :end]
-  first = np.where(differs.any(axis=1), differs.argmax(axis=1), end)
-  return int(min(first.min(), length.min() - 1)), end
-
-
-def _length_groups(length_B: np.ndarray, min_rows: int = 32) -> list[np.ndarray]:
-  """Row indices grouped by length: consecutive lengths join until a group has ``min_rows`` rows (or B / 8).
-
-  Few groups keep compilations and per-step overheads down; a group is padded only to its longest row.
-  """
-  min_rows = max(min_rows, len(length_B) // 8)
-  groups, current = [], []
-  for value in np.unique(length_B):
-    current.extend(np.flatnonzero(length_B == value).tolist())
-    if len(current) >= min_rows:
-      groups.append(current)
-      current = []
-  if current:  # the longest rows left over join the last group (or are the only one)
-    groups[-1:] = [(groups[-1] if groups else []) + current]
-  return [np.asarray(g) for g in groups]
-
-
-def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray | None = None,
-            replacement: str = "counterfactual", mean_h: dict | None = None, sites: str = "h",
-            chunk: int = 32, by_length: bool = False) -> jax.Array:
-  """Margins logit(y) - logit(y') of every item under each of S gate vectors: float32[S, B].
-
-  ``gates_SxN=None`` gives the unintervened model, shape (1, B). The S interventions run vmapped in
-  chunks of ``chunk`` (``lax.map`` with a batch size), sharing the replacement states and input projection.
-  ``mean_h`` is the {"h", "c"} dict of ``mean_states`` for mean replacement (default: means over the prefixes).
-  Only the steps :func:`span` gives are run per gate vector: padding after the longest row is dropped, and
-  the steps before x and x' first differ run once, clean, and start every intervened run.
-
-  ``by_length=True`` runs rows of similar length apart, each group only over its own steps (little
-  padding): worth it when S is large (the all-unit pass), since each group's shape compiles once.
-  """
-  concrete = _concrete(items.length) if by_length else None
-  if concrete is not None:
-    (length,) = concrete
-    if replacement in ("mean", "learned") and mean_h is None:  # the mean over all rows, not over each group
-      mean_h = mean_states(params, items.prefix, items.length)
-    groups = _length_groups(length)
-    parts = [margins(params, items.take(g), gates_SxN, replacement, mean_h, sites, chunk) for g in groups]
-    return jnp.concatenate(parts, axis=1)[:, np.argsort(np.concatenate(groups))]
-  start, end = span(items, replacement)
-  return _margins(params, items, gates_SxN, replacement, mean_h, sites, chunk, start, end)
-
-
-@functools.partial(jax.jit, static_argnames=("replacement", "sites", "chunk", "start", "end"))
-def _margins(params, items, gates_SxN, replacement, mean_h, sites, chunk, start, end):
-  if gates_SxN is None:
-    gates_SxN = jnp.zeros((1, lstm.num_units(params, sites)))
-  items = items.replace(prefix=items.prefix[:, :end], counterfactual=items.counterfactual[:, :end])
-  r = _replacement(params, items, replacement, mean_h)
-  xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.prefix])
-  initial_state = None
-  if start > 0:
-    h, c = lstm.run_layers(params, xproj0[:, :start])
-    initial_state = (h[:, :, start - 1], c[:, :, start - 1])
-  late = lambda a: a if a is None or a.shape[2] == 1 else a[:, :, start:]
-  r_h, r_c = late(r["h"]), late(r["c"]) if "c" in sites else None
-  items = items.replace(length=items.length - start)
-  return jax.lax.map(lambda z: margin(params, items, xproj0[:, start:], z, r_h, r_c, sites, initial_state),
-                     jnp.asarray(gates_SxN, jnp.float32), batch_size=chunk)
-
-
-def control_kl(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.ndarray, mean_h: dict | None = None,
-               sites: str = "h", max_floats: int = 2 ** 25) -> jax.Array:
-  """KL(p_model || p_intervened) in nats per token on control text, for each of S gate vectors: float32[S].
-
-  Plain text has no counterfactual, so the units are replaced by their mean (``mean_h``, default: the
-  mean over the control text itself) at every step. Sets are processed a few at a time so that the
-  (sets, B, T, V) log-probabilities stay under ``max_floats`` floats (128 MiB by default).
-  """
-  return control_effects(params, control, gates_SxN, mean_h, sites, max_floats)["kl"]
-
-
-def control_effects(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.ndarray,
-                    mean_h: dict | None = None, sites: str = "h", max_floats: int = 2 ** 25
-                    ) -> dict[str, jax.Array]:
-  r"""The intervened model on control text, as :func:`control_kl`: {"kl", "kl_merged", "perplexity"}, each float32[S].
-
-  "kl" compares full next-word distributions; "kl_merged" the same distributions with the words of
-  ``control.classes_V`` merged (the phenomenon's own choice, y vs y', not counted; equal to "kl" without
-  classes). Perplexity is :math:`\exp(-\frac{1}{N}\sum_t \log q(w_{t+1} \mid w_{\le t}))` over the N
-  next-token predictions inside the rows, under the same mean-replacement intervention; an all-zero gate
-  vector gives the clean model's perplexity.
-  """
-  batch, steps = control.tokens.shape
-  chunk = max(1, min(32, max_floats // (batch * steps * int(params["decoder"]["w"].shape[0]))))
-  kl, kl_merged, perplexity = _control_effects(params, control, gates_SxN, mean_h, sites, chunk)
-  return {"kl": kl, "kl_merged": kl_merged, "perplexity": perplexity}
-
-
-@functools.partial(jax.jit, static_argnames=("sites", "chunk"))
-def _control_effects(params, control, gates_SxN, mean_h, sites, chunk):
-  mean_h = mean_h if mean_h is not None else mean_states(params, control.tokens, control.length)
-  shape = (len(params["layers"]), 1, 1, -1)
-  log_p = jax.nn.log_softmax(lstm.apply(params, control.tokens), axis=-1)
-  xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][control.tokens])
-  mask = _mask(control.length, control.tokens.shape[1])
-  next_mask = mask[:, 1:]
-
-  def one(z_N):
-    iv = lstm.Intervention(gates_N=z_N, h_LxBxTxH=mean_h["h"].reshape(shape), c_LxBxTxH=mean_h["c"].reshape(shape),
-                           sites=sites)
-    h, _ = lstm.run_layers(params, xproj0, iv)
-    logits = lstm.decode(params, h[-1])
-    log_q_next = jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1], axis=-1), control.tokens[:, 1:, None],
-                                     axis=-1)[..., 0]
-    nll = -jnp.sum(log_q_next * next_mask) / jnp.maximum(jnp.sum(next_mask), 1.0)
-    kl = objectives.kl_control(log_p, logits, mask)
-    kl_merged = kl if control.classes_V is None else objectives.kl_control(log_p, logits, mask, control.classes_V)
-    return kl, kl_merged, jnp.exp(nll)
-
-  return jax.lax.map(one, jnp.asarray(gates_SxN, jnp.float32), batch_size=chunk)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -314,8 +87,8 @@ class SearchConfig:
   def validate(self) -> None:
     if self.method not in METHODS:
       raise ValueError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}.")
-    if self.replacement not in REPLACEMENTS:
-      raise ValueError(f"unknown replacement {self.replacement!r}; use one of {', '.join(REPLACEMENTS)}.")
+    if self.replacement not in interventions.REPLACEMENTS:
+      raise ValueError(f"unknown replacement {self.replacement!r}; use one of {', '.join(interventions.REPLACEMENTS)}.")
     if self.sites not in ("h", "hc"):
       raise ValueError(f"sites must be 'h' or 'hc', got {self.sites!r}.")
     if self.objective not in objectives.LOSSES:
@@ -377,17 +150,17 @@ def _optimizer(learning_rate: float) -> optax.GradientTransformation:
 def prepare(params: lstm.Params, items: Items, config: SearchConfig, control: Control | None = None,
             mean_h: dict | None = None) -> Shared:
   """Computes the gate-independent arrays once: layer-0 input projection, replacement states, control."""
-  r = _replacement(params, items, config.replacement, mean_h)
+  r = interventions.replacement_states(params, items, config.replacement, mean_h)
   shared = dict(xproj0_BxTx4H=lstm.input_projection(params["layers"][0], params["embedding"][items.prefix]),
                 r_h=r["h"], r_c=r["c"] if "c" in config.sites else None)
   if config.mu > 0:
     if control is None:
       raise ValueError("mu > 0 needs control text (a search.Control) for the KL term.")
-    cm = mean_states(params, control.tokens, control.length)
+    cm = interventions.mean_states(params, control.tokens, control.length)
     shape = (len(params["layers"]), 1, 1, -1)
     shared.update(control_xproj0=lstm.input_projection(params["layers"][0], params["embedding"][control.tokens]),
                   control_log_p=jax.nn.log_softmax(lstm.apply(params, control.tokens), axis=-1),
-                  control_mask=_mask(control.length, control.tokens.shape[1]),
+                  control_mask=interventions.length_mask(control.length, control.tokens.shape[1]),
                   control_r_h=cm["h"].reshape(shape),
                   control_r_c=cm["c"].reshape(shape) if "c" in config.sites else None,
                   control_classes=control.classes_V)
@@ -420,7 +193,7 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
   opt = _optimizer(config.learning_rate)
   num_items = items.prefix.shape[0]
   num_units = lstm.num_units(params, config.sites)
-  learned = config.replacement == "learned"
+  learned = interventions.replacement_kind(config.replacement).learned
 
   def batch_of(step):
     k_batch, k_gate = jax.random.split(jax.random.fold_in(key, step))
@@ -436,7 +209,7 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
     r_c = None
     if shared.r_c is not None:
       r_c = shared.r_c[:, idx] if shared.r_c.shape[1] != 1 else shared.r_c
-    m = margin(params, items.take(idx), shared.xproj0_BxTx4H[idx], z_N, r_h, r_c, config.sites)
+    m = interventions.margin(params, items.take(idx), shared.xproj0_BxTx4H[idx], z_N, r_h, r_c, config.sites)
     loss = jnp.mean(task_loss(m))
     if config.mu > 0:
       intervention = lstm.Intervention(gates_N=z_N, h_LxBxTxH=shared.control_r_h, c_LxBxTxH=shared.control_r_c,
@@ -603,13 +376,3 @@ def sweep(params: lstm.Params, items: Items, lambdas, seed: int = 0, *, config: 
       task_loss_trace=np.concatenate(tasks) if tasks else empty, seconds=seconds, state=state,
       replacement=np.asarray(state.replacement)[:len(values)] if config.replacement == "learned" else None,
       targets=targets)
-
-
-def readable(unit: int, num_layers: int, hidden_size: int) -> str:
-  """A flat 0-based unit id as "L{layer, 1-based}:{h|c}:{index, 0-based}", e.g. 775 of 2x650 -> "L2:h:125".
-
-  Lakretz et al.'s 1-based flat id is ``unit + 1`` for h units (776 for "L2:h:125").
-  """
-  site, rest = divmod(unit, num_layers * hidden_size)
-  layer, index = divmod(rest, hidden_size)
-  return f"L{layer + 1}:{'hc'[site]}:{index}"

@@ -32,7 +32,7 @@ from absl import logging
 from flax.training import train_state
 
 from jaxmask import checkpoints
-from jaxmask import lstm
+from jaxmask.models import lstm
 
 
 class TrainingError(ValueError):
@@ -51,6 +51,7 @@ class LMConfig:
   row_length: int = 48  # tokens per training row, whole sentences only
   batch_size: int = 32
   steps: int = 1_500
+  optimizer: str = "adam"  # "adam", or "sgd" (plain SGD as Gulordava et al. and PyTorch's word LM train)
   learning_rate: float = 0.02
   warmup_steps: int = 100
   final_lr_fraction: float = 0.05  # cosine decay from learning_rate down to this fraction of it
@@ -201,7 +202,7 @@ def perplexity(params: lstm.Params, rows: np.ndarray, eos: int, batch_size: int)
 
 @functools.lru_cache(maxsize=8)
 def optimizer(config: LMConfig) -> optax.GradientTransformation:
-  """Adam with linear warm-up then cosine decay, after clipping the global gradient norm.
+  """Adam (or plain SGD) with linear warm-up then cosine decay, after clipping the global gradient norm.
 
   Cached per config: the transformation is a static part of the jitted train state, so the same object
   lets a resumed or repeated run in one process reuse the compiled step.
@@ -209,7 +210,8 @@ def optimizer(config: LMConfig) -> optax.GradientTransformation:
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
       decay_steps=config.steps, end_value=config.learning_rate * config.final_lr_fraction)
-  return optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(schedule))
+  step = {"adam": optax.adam, "sgd": optax.sgd}[config.optimizer]
+  return optax.chain(optax.clip_by_global_norm(config.clip_norm), step(schedule))
 
 
 class _Batches:
@@ -288,6 +290,8 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
                         f"{config.hidden_size}.")
   if not 0.0 <= config.dropout < 1.0:
     raise TrainingError(f"dropout must be in [0, 1), got {config.dropout}.")
+  if config.optimizer not in ("adam", "sgd"):
+    raise TrainingError(f"optimizer must be 'adam' or 'sgd', got {config.optimizer!r}.")
   if config.lexicon not in ("small", "large"):
     raise TrainingError(f"lexicon must be 'small' or 'large', got {config.lexicon!r}.")
   model = tie if config.tie_weights else (lambda p: p)

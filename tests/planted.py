@@ -13,7 +13,7 @@ Items read "<eos> A|B f f f" and must predict ya after A, yb after B; the counte
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import search
+from jaxmask import interventions
 
 PLANTED = [0, 1, 2]
 DISTRACTORS = [3, 4]
@@ -50,9 +50,9 @@ def items(n=64, seed=0):
   cf = prefix.copy()
   cf[:, 1] = A + B - first
   target = np.where(first == A, YA, YB)
-  return search.Items(prefix=jnp.asarray(prefix, jnp.int32), counterfactual=jnp.asarray(cf, jnp.int32),
-                      length=jnp.full((n,), 5, jnp.int32), target=jnp.asarray(target, jnp.int32),
-                      foil=jnp.asarray(YA + YB - target, jnp.int32))
+  return interventions.Items(prefix=jnp.asarray(prefix, jnp.int32), counterfactual=jnp.asarray(cf, jnp.int32),
+                             length=jnp.full((n,), 5, jnp.int32), target=jnp.asarray(target, jnp.int32),
+                             foil=jnp.asarray(YA + YB - target, jnp.int32))
 
 
 def labels(n=64, seed=0):

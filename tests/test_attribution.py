@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import planted
-from jaxmask import attribution, baselines, lstm, objectives, search
+from jaxmask import attribution, baselines, interventions, objectives
+from jaxmask.models import lstm
 
 N = 8  # planted units
-margins = jax.jit(search.margins, static_argnames=("replacement", "sites", "chunk"))  # one compile per shape
+margins = jax.jit(interventions.margins, static_argnames=("replacement", "sites", "chunk"))  # one compile per shape
 
 
 def random_params(rng, layers=2, w_hh=True):
@@ -23,9 +24,9 @@ def random_params(rng, layers=2, w_hh=True):
 
 
 def random_items(rng):
-  return search.Items(prefix=jnp.asarray(rng.integers(0, 11, (6, 5)), jnp.int32),
-                      counterfactual=jnp.asarray(rng.integers(0, 11, (6, 5)), jnp.int32),
-                      length=jnp.array([5, 4, 5, 3, 5, 2]), target=jnp.arange(6), foil=jnp.arange(6) + 5)
+  return interventions.Items(prefix=jnp.asarray(rng.integers(0, 11, (6, 5)), jnp.int32),
+                             counterfactual=jnp.asarray(rng.integers(0, 11, (6, 5)), jnp.int32),
+                             length=jnp.array([5, 4, 5, 3, 5, 2]), target=jnp.arange(6), foil=jnp.arange(6) + 5)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_single_unit_effects_equal_a_loop_over_units(random_lstm):
   vmapped = np.asarray(attribution.single_unit_effects(params, items, sites="hc"))
   looped = []
   for unit in range(n):
-    loss = mean_loss(params, items, search.units_to_gates([[], [unit]], n), sites="hc")
+    loss = mean_loss(params, items, interventions.units_to_gates([[], [unit]], n), sites="hc")
     looped.append(loss[0] - loss[1])
   assert np.abs(vmapped).max() > 0.05  # not trivially zero
   np.testing.assert_allclose(vmapped, looped, atol=1e-5)
@@ -147,5 +148,5 @@ def test_the_probe_finds_the_distractors_and_is_not_causal():
   probe_scores = np.asarray(probe_scores)
   assert np.min(probe_scores[planted.DISTRACTORS]) > 2 * np.max(probe_scores[planted.PLANTED])
   assert baselines.top_k(attribution.single_unit_effects(noisy, items), 3) == planted.PLANTED
-  flips = np.asarray(margins(noisy, planted.items(seed=1), search.units_to_gates([planted.PLANTED, probe_top3], N)) < 0)
+  flips = np.asarray(margins(noisy, planted.items(seed=1), interventions.units_to_gates([planted.PLANTED, probe_top3], N)) < 0)
   np.testing.assert_array_equal(flips.mean(axis=1), [1.0, 0.0])

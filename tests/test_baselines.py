@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import planted
-from jaxmask import baselines, lstm, objectives, search
+from jaxmask import baselines, interventions, objectives, search
+from jaxmask.models import lstm
 from test_attribution import margins, random_lstm  # noqa: F401  (a fixture)
 
 N = 8  # planted units
@@ -25,7 +26,7 @@ def sweep():
 
 
 def flip_rates(params, items, unit_sets):
-  return np.asarray((margins(params, items, search.units_to_gates(unit_sets, N)) < 0).mean(axis=1))
+  return np.asarray((margins(params, items, interventions.units_to_gates(unit_sets, N)) < 0).mean(axis=1))
 
 
 def test_random_sets_flip_less_than_the_planted_set():
@@ -61,7 +62,7 @@ def best_extension(params, items, chosen, sites):
   n = lstm.num_units(params, sites)
   scored = []
   for unit in sorted(set(range(n)) - set(chosen)):
-    m = margins(params, items, search.units_to_gates([chosen + [unit]], n), sites=sites)[0]
+    m = margins(params, items, interventions.units_to_gates([chosen + [unit]], n), sites=sites)[0]
     scored.append((-int((m < 0).sum()), float(objectives.flip_loss(m).mean()), unit))
   return min(scored)
 

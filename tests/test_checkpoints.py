@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxmask import checkpoints
-from jaxmask import lstm
+from jaxmask.models import lstm
 
 VOCAB = ["<unk>", "<eos>", ".", "the", "dog", "dogs", "runs", "run"]
 

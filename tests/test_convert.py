@@ -13,7 +13,7 @@ nn = torch.nn
 
 from jaxmask import checkpoints  # pylint: disable=g-import-not-at-top
 from jaxmask import convert
-from jaxmask import lstm
+from jaxmask.models import lstm
 
 TOL = 1e-5
 _apply = jax.jit(lstm.apply, static_argnames="return_states")

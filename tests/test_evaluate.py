@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 from absl import flags
 
-from jaxmask import checkpoints
+from jaxmask import checkpoints, interventions
 from jaxmask import data
 from jaxmask import evaluate
-from jaxmask import lstm
-from jaxmask import search
+from jaxmask.models import lstm
 
 VOCAB = ["<eos>", "<unk>", ".", "the", "dog", "dogs", "runs", "run", "near", "cat", "cats", "he", "she", "nurse",
          "farmer", "said", "that"]
@@ -90,7 +89,7 @@ def test_parse_units_rejects_bad_ids():
       evaluate.parse_units(text, 20)
 
 
-@pytest.mark.skipif(not hasattr(search, "margins"), reason="search.margins not written yet")
+@pytest.mark.skipif(not hasattr(interventions, "margins"), reason="interventions.margins not written yet")
 def test_flip_rate_of_all_units_under_counterfactual(model):
   params, _ = model
   pairs = [data.Pair(("the", "dog"), "runs", "run", ("the", "dogs"), "simple"),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import planted
-from jaxmask import exhaustive, objectives, search
+from jaxmask import exhaustive, interventions, objectives
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +23,11 @@ def random_lstm():
 
 
 def brute_force(params, items, k, sites="h"):
-  """The best k-set by a plain Python loop, one set per search.margins call: (units, flips, loss, ties)."""
+  """The best k-set by a plain Python loop, one set per interventions.margins call: (units, flips, loss, ties)."""
   n = 8 * len(sites)
   rows = []
   for s in itertools.combinations(range(n), k):
-    m = np.asarray(search.margins(params, items, search.units_to_gates([list(s)], n), sites=sites))[0]
+    m = np.asarray(interventions.margins(params, items, interventions.units_to_gates([list(s)], n), sites=sites))[0]
     rows.append((-int((m < 0).sum()), float(np.asarray(objectives.flip_loss(m)).mean()), list(s)))
   top = min(rows)
   return top[2], -top[0], top[1], sum(r[0] == top[0] for r in rows)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from benchmarks import motifs
-from jaxmask import exhaustive, lstm
+from jaxmask import exhaustive
+from jaxmask.models import lstm
 
 
 @pytest.mark.parametrize("name", list(motifs.MOTIFS))

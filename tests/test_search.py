@@ -1,6 +1,5 @@
-"""The sweep: margins, the planted circuit, vmap/shard/chunk equivalences."""
+"""The sweep: the planted circuit, vmap/shard/chunk equivalences, settings."""
 
-import functools
 import json
 import os
 import subprocess
@@ -12,67 +11,9 @@ import numpy as np
 import pytest
 
 import planted
-from jaxmask import lstm, search
+from jaxmask import interventions, search
 
 SWEEP = dict(steps=300, learning_rate=0.1, batch_size=32)
-
-
-def test_margins_match_full_logits_at_the_last_real_token():
-  params = lstm.init(jax.random.key(0), 13, 6, 5, 2)
-  prefix = jax.random.randint(jax.random.key(1), (4, 6), 0, 13)
-  cf = jax.random.randint(jax.random.key(2), (4, 6), 0, 13)
-  items = search.Items(prefix=prefix, counterfactual=cf, length=jnp.array([6, 3, 1, 5]),
-                       target=jnp.array([1, 2, 3, 4]), foil=jnp.array([5, 6, 7, 8]))
-  logits = np.asarray(lstm.apply(params, prefix))
-  rows = np.arange(4)
-  expected = logits[rows, [5, 2, 0, 4], [1, 2, 3, 4]] - logits[rows, [5, 2, 0, 4], [5, 6, 7, 8]]
-  got = search.margins(params, items, np.stack([np.zeros(10), np.ones(10)]))
-  np.testing.assert_allclose(got[0], expected, atol=1e-5)
-  cf_logits = np.asarray(lstm.apply(params, cf))
-  cf_expected = cf_logits[rows, [5, 2, 0, 4], [1, 2, 3, 4]] - cf_logits[rows, [5, 2, 0, 4], [5, 6, 7, 8]]
-  np.testing.assert_allclose(got[1], cf_expected, atol=1e-5)
-
-
-def _shared_prefix_items(lengths=(4, 7, 3, 7, 5, 6), steps=8, vocab=13):
-  """Rows whose x and x' agree on their first two tokens (like "<eos> the boy" / "<eos> the boys"), varied lengths."""
-  prefix = np.array(jax.random.randint(jax.random.key(3), (len(lengths), steps), 0, vocab))
-  cf = np.array(jax.random.randint(jax.random.key(4), (len(lengths), steps), 0, vocab))
-  cf[:, :2] = prefix[:, :2]
-  cf[:, 2] = (prefix[:, 2] + 1) % vocab
-  n = len(lengths)
-  return search.Items(prefix=jnp.asarray(prefix), counterfactual=jnp.asarray(cf), length=jnp.asarray(lengths),
-                      target=jnp.arange(n) % vocab, foil=(jnp.arange(n) + 5) % vocab)
-
-
-def test_span_skips_the_shared_prefix_and_the_padding():
-  items = _shared_prefix_items()
-  assert search.span(items) == (2, 7)
-  assert search.span(items, "mean") == (0, 7)
-  # x == x' everywhere: the start stops at the shortest row's last step, which must still be run.
-  same = items.replace(counterfactual=items.prefix)
-  assert search.span(same) == (2, 7)
-  assert search.span(same.replace(length=jnp.asarray([2, 7, 3, 7, 5, 6]))) == (1, 7)
-
-
-@pytest.mark.parametrize("replacement", ["counterfactual", "mean", "zero"])
-def test_shortened_and_grouped_margins_equal_the_full_width_run(replacement, monkeypatch):
-  params = lstm.init(jax.random.key(0), 13, 6, 5, 2)
-  items = _shared_prefix_items()
-  gates = np.asarray(jax.random.bernoulli(jax.random.key(5), 0.3, (5, 10)), np.float32)
-  full = np.asarray(search._margins(params, items, gates, replacement, None, "h", 32, 0, 8))
-  np.testing.assert_allclose(search.margins(params, items, gates, replacement), full, atol=1e-5)
-  # Groups of at least 2 rows: lengths {3, 4}, {5, 6}, {7, 7}; results come back in the original row order.
-  groups = functools.partial(search._length_groups, min_rows=2)
-  assert [sorted(np.asarray(items.length)[g].tolist()) for g in groups(np.asarray(items.length))] == [
-      [3, 4], [5, 6], [7, 7]]
-  monkeypatch.setattr(search, "_length_groups", groups)
-  np.testing.assert_allclose(search.margins(params, items, gates, replacement, by_length=True), full, atol=1e-5)
-
-
-def test_planted_margins():
-  got = np.asarray(search.margins(planted.params(), planted.items(),
-                                  search.units_to_gates([[], planted.PLANTED, [0, 1], planted.DISTRACTORS], 8)))
-  np.testing.assert_allclose(got[:, 0], [2.278, -2.278, -0.759, 2.278], atol=1e-3)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -81,7 +22,7 @@ def test_hard_concrete_finds_exactly_the_planted_units(seed):
   assert result.units == [planted.PLANTED]
   assert result.expected_l0[0] == pytest.approx(3.0, abs=0.1)
   # The hard phase's objective is the read-out's own J(S) = mean flip loss + lambda |S| (on a minibatch).
-  m = np.asarray(search.margins(planted.params(), planted.items(seed=seed), search.units_to_gates([planted.PLANTED], 8)))
+  m = np.asarray(interventions.margins(planted.params(), planted.items(seed=seed), interventions.units_to_gates([planted.PLANTED], 8)))
   assert result.loss_trace.shape == (300, 1)
   assert result.loss_trace[-1, 0] == pytest.approx(np.logaddexp(0, m).mean() + 0.02 * 3, abs=0.02)
 
@@ -130,7 +71,7 @@ def test_other_replacements_and_sites_run(replacement, sites):
 
 def test_kl_control_term_is_added():
   p, it = planted.params(), planted.items()
-  control = search.Control(tokens=it.prefix, length=it.length)
+  control = interventions.Control(tokens=it.prefix, length=it.length)
   plain = search.sweep(p, it, [0.02], steps=1, learning_rate=0.1, init_logit=4.0)
   with_kl = search.sweep(p, it, [0.02], steps=1, learning_rate=0.1, mu=1.0, control=control, init_logit=4.0)
   # Gates nearly all open: mean replacement of every unit costs about 0.135 nats per token here.
@@ -142,39 +83,12 @@ def test_kl_control_term_is_added():
   np.testing.assert_allclose(merged.loss_trace, plain.loss_trace, atol=1e-5)
 
 
-def test_control_effects_give_kl_and_perplexity():
-  p, it = planted.params(), planted.items()
-  control = search.Control(tokens=it.prefix, length=it.length)
-  n = lstm.num_units(p)
-  effects = search.control_effects(p, control, np.stack([np.zeros(n), np.ones(n)]))
-  kl, kl_merged, ppl = (np.asarray(effects[k]) for k in ("kl", "kl_merged", "perplexity"))
-  # Reference perplexity: exp of the mean next-token NLL inside each row, straight from lstm.apply.
-  log_p = np.asarray(jax.nn.log_softmax(lstm.apply(p, it.prefix), axis=-1))
-  tokens, length = np.asarray(it.prefix), np.asarray(it.length)
-  nll = [-log_p[b, t, tokens[b, t + 1]] for b in range(len(tokens)) for t in range(length[b] - 1)]
-  assert kl[0] == pytest.approx(0.0, abs=1e-6)
-  assert ppl[0] == pytest.approx(np.exp(np.mean(nll)), rel=1e-5)
-  assert kl[1] > 0.01 and ppl[1] != pytest.approx(ppl[0], rel=1e-3)
-  np.testing.assert_allclose(kl, search.control_kl(p, control, np.stack([np.zeros(n), np.ones(n)])), rtol=1e-6)
-  np.testing.assert_array_equal(kl_merged, kl)  # no classes: nothing merged
-  # Every word in one class: a single outcome, nothing can change.
-  merged = search.control_effects(p, control.replace(classes_V=jnp.zeros(p["decoder"]["w"].shape[0], jnp.int32)),
-                                  np.ones((1, n)))
-  assert float(merged["kl_merged"][0]) == pytest.approx(0.0, abs=1e-5)
-  assert float(merged["kl"][0]) == pytest.approx(kl[1], rel=1e-6)
-
-
 @pytest.mark.parametrize("kwargs,message", [
     (dict(method="adam"), "unknown method"), (dict(replacement="noise"), "unknown replacement"),
     (dict(sites="x"), "sites must be"), (dict(mu=1.0), "needs control text")])
 def test_bad_settings_say_what_is_wrong(kwargs, message):
   with pytest.raises(ValueError, match=message):
     search.sweep(planted.params(), planted.items(), [0.1], steps=2, **kwargs)
-
-
-def test_readable_names_follow_lakretz():
-  assert search.readable(775, 2, 650) == "L2:h:125"
-  assert search.readable(3, 2, 8) == "L1:h:3" and search.readable(16 + 9, 2, 8) == "L2:c:1"
 
 
 _SHARDED = """

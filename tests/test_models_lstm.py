@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmask import lstm
+from jaxmask.models import lstm
 
 V, E, H, L, B, T = 11, 6, 5, 2, 3, 7
 
@@ -117,3 +117,8 @@ def test_span_limits_the_intervention_to_chosen_steps(model):
   clean = lstm.apply(params, tokens)
   np.testing.assert_array_equal(logits[:, :4], clean[:, :4])
   assert float(jnp.abs(logits[:, 4:] - clean[:, 4:]).max()) > 1e-4
+
+
+def test_readable_names_follow_lakretz():
+  assert lstm.readable(775, 2, 650) == "L2:h:125"
+  assert lstm.readable(3, 2, 8) == "L1:h:3" and lstm.readable(16 + 9, 2, 8) == "L2:c:1"
