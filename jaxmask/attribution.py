@@ -20,7 +20,7 @@ from jaxmask.models import lstm
 
 
 def mean_losses(params: lstm.Params, items: interventions.Items, gates_SxN, replacement: str, mean_h: dict | None,
-                sites: str, chunk: int = 32, by_length: bool = False,
+                sites: str, chunk: int | None = None, by_length: bool = False,
                 loss_fn: Callable[[jax.Array], jax.Array] = objectives.flip_loss) -> jax.Array:
   """Mean over the items of ``loss_fn`` of the margin under each of S gate vectors (``chunk`` at a time): float32[S]."""
   return loss_fn(interventions.margins(params, items, gates_SxN, replacement, mean_h, sites, chunk, by_length)).mean(axis=1)
@@ -44,15 +44,26 @@ def single_unit_effects(params: lstm.Params, items: interventions.Items, replace
 
 
 @functools.partial(jax.jit, static_argnames=("replacement", "sites", "loss_fn"))
+def _chunk_gradients(params: lstm.Params, items: interventions.Items, gates_CxN: jax.Array, replacement: str,
+                     mean_h: dict | None, sites: str, loss_fn: Callable) -> jax.Array:
+  loss = lambda z: mean_losses(params, items, z, replacement, mean_h, sites, z.shape[0], loss_fn=loss_fn).sum()
+  return jax.grad(loss)(gates_CxN)
+
+
 def _gate_gradients(params: lstm.Params, items: interventions.Items, gates_SxN: jax.Array, replacement: str,
                     mean_h: dict | None, sites: str, loss_fn: Callable = objectives.flip_loss) -> jax.Array:
   """The gradient of the mean loss with respect to the gates at each of S points: float32[S, N].
 
-  The S losses are independent, so the gradient of their sum is, row by row, each point's gradient. All S
-  points run in one vmapped batch (memory grows with S; a single chunk also halves the compile time).
+  The S losses are independent, so the gradient of their sum is, row by row, each point's gradient. The
+  points run in vmapped chunks sized from the shapes (``interventions.rows_per_chunk`` for a backward pass),
+  the last one padded so that one compile serves all.
   """
-  loss = lambda z: mean_losses(params, items, z, replacement, mean_h, sites, z.shape[0], loss_fn=loss_fn).sum()
-  return jax.grad(loss)(gates_SxN)
+  start, end = interventions.span(items, replacement)
+  chunk = min(len(gates_SxN), interventions.rows_per_chunk(params, items.prefix.shape[0], end - start, backward=True))
+  padded = jnp.concatenate([gates_SxN, jnp.zeros((-len(gates_SxN) % chunk, gates_SxN.shape[1]))])
+  grads = [_chunk_gradients(params, items, padded[i:i + chunk], replacement, mean_h, sites, loss_fn)
+           for i in range(0, len(padded), chunk)]
+  return jnp.concatenate(grads)[:len(gates_SxN)]
 
 
 def integrated_gradients(params: lstm.Params, items: interventions.Items, steps: int = 32,

@@ -32,8 +32,7 @@ class Config:
   workdir: str = dataclasses.field(metadata={
       "help": "Output directory (results.json, plots, summary.md, search checkpoints).", "choices": None})
   phenomenon: str = setting("agreement", "Built-in items and probe labels.", tuple(phenomena.PHENOMENA))
-  checkpoint: str = setting("", "jaxmask checkpoint directory; empty = the default LM (cached).")
-  lm_config: str = setting("configs/lm.cfg", "Flagfile of the default LM, used when it must be trained.")
+  checkpoint: str = setting("", "jaxmask checkpoint directory; empty = the LM shipped in the package.")
   train_items: str = setting("", "Minimal-pair TSV for the search; empty = built-in items.")
   eval_items: str = setting("", "Minimal-pair TSV held out for evaluation; empty = built-in.")
   train_per_cell: int = setting(40, "Built-in search items per condition cell.")

@@ -7,68 +7,45 @@ interrupted run resumes from the last search checkpoint and gives the same resul
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import time
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
-from jaxmask import checkpoints, data, grammar, interventions, models, phenomena, report, train_lm
+from jaxmask import checkpoints, data, grammar, interventions, models, phenomena, report
 from jaxmask.compare import compare_methods, evaluate_sets, seed_stability
 from jaxmask.config import Config, ExperimentError
 from jaxmask.models import lstm
 from jaxmask.sweeps import flip_rates, run_sweep, select
 
 
-def default_checkpoint_dir(lm_config: train_lm.LMConfig) -> str:
-  """Where the default LM is cached: $JAXMASK_CACHE/default_lm-KEY (root default ~/.cache/jaxmask).
-
-  KEY hashes the LM config, the vocabulary and the generator's first training sentences, so a changed
-  config or generator trains and caches a new model instead of silently reusing a stale one.
-  """
-  root = os.environ.get("JAXMASK_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxmask"))
-  h = hashlib.sha256(json.dumps(dataclasses.asdict(lm_config), sort_keys=True).encode())
-  h.update("\n".join(grammar.vocabulary() + grammar.corpus(20, lm_config.seed)).encode())
-  return os.path.join(root, f"default_lm-{h.hexdigest()[:10]}")
-
-
-def load_model(config: Config) -> tuple[lstm.Params, dict, list[str], str, float]:
-  """(params, model config, vocab, checkpoint dir, seconds spent training); trains the default LM if needed."""
-  path, seconds = config.checkpoint, 0.0
-  if not path:
-    if os.path.exists(config.lm_config):
-      lm_config = train_lm.read_flagfile(config.lm_config)
-    elif config.lm_config == Config.lm_config:  # run outside the repository: the same values, built in
-      lm_config = train_lm.LMConfig()
-    else:
-      raise ExperimentError(f"--lm_config={config.lm_config} does not exist; give the default LM's flagfile "
-                            f"(configs/lm.cfg).")
-    path = default_checkpoint_dir(lm_config)
-    if not os.path.exists(os.path.join(path, "config.json")):
-      logging.info("No cached default LM at %s: training it (%s).", path, lm_config)
-      print(f"Training the default LM into {path} (once; later runs reuse it).", flush=True)
-      start = time.perf_counter()
-      train_lm.train(lm_config, path)
-      seconds = time.perf_counter() - start
+def load_model(config: Config) -> tuple[lstm.Params, dict, list[str], str]:
+  """(params, model config, vocab, checkpoint dir): ``--checkpoint``, or the LM shipped in the package."""
   try:
-    params, model_config, vocab = checkpoints.load(path)
+    if not config.checkpoint:
+      return (*checkpoints.load_default(), checkpoints.DEFAULT_DIR)
+    return (*checkpoints.load(config.checkpoint), config.checkpoint)
   except checkpoints.CheckpointError as e:
-    raise ExperimentError(f"--checkpoint: {e}") from e
-  return params, model_config, vocab, path, seconds
+    raise ExperimentError(f"--checkpoint: {e}" if config.checkpoint else str(e)) from e
 
 
-def builtin_pairs(phenomenon: str, split: str, per_cell: int, seed: int) -> list[data.Pair]:
+def language_of(model_config: dict) -> str:
+  """The generator language a checkpoint was trained on ("small" for checkpoints that do not say)."""
+  return model_config.get("train", {}).get("lexicon", "small")
+
+
+def builtin_pairs(phenomenon: str, split: str, per_cell: int, seed: int, language: str = "small"
+                  ) -> list[data.Pair]:
   """The generated minimal pairs of a phenomenon: "search" items for the sweep, "heldout" for evaluation."""
-  return phenomena.get(phenomenon).items(split, per_cell, seed)
+  return phenomena.get(phenomenon).items(split, per_cell, seed, language)
 
 
-def _pairs(path: str, flag: str, phenomenon: str, split: str, per_cell: int, seed: int) -> list[data.Pair]:
+def _pairs(path: str, flag: str, phenomenon: str, split: str, per_cell: int, seed: int, language: str
+           ) -> list[data.Pair]:
   if not path:
-    return builtin_pairs(phenomenon, split, per_cell, seed)
+    return builtin_pairs(phenomenon, split, per_cell, seed, language)
   if not os.path.exists(path):
     raise ExperimentError(f"{flag}={path}: no such file; give a minimal-pair TSV (columns prefix, target, foil, "
                           f"counterfactual[, condition]).")
@@ -113,7 +90,8 @@ def known(params: lstm.Params, items: interventions.Items, pairs: list[data.Pair
   return items.take(keep), [pairs[i] for i in keep], stats
 
 
-def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.Pair] = ()) -> interventions.Control:
+def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.Pair] = (), language: str = "small"
+                 ) -> interventions.Control:
   """Held-out generated sentences (not in training) as rows from the initial state: <eos> sentence.
 
   ``pairs`` (the phenomenon's items) set the word classes of the merged control KL (``data.outcome_classes``).
@@ -121,7 +99,7 @@ def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.P
   index = {w: i for i, w in enumerate(vocab)}
   unk = index.get(data.UNK, index[data.EOS])
   rows = [[index[data.EOS]] + [data.normalize(w, index) or unk for w in s.split()]
-          for s in grammar.corpus(sentences, seed, split="control")]
+          for s in grammar.corpus(sentences, seed, split="control", language=language)]
   width = max(map(len, rows))
   tokens = np.full((len(rows), width), index[data.EOS], np.int32)
   for b, r in enumerate(rows):
@@ -166,22 +144,26 @@ def run(config: Config) -> dict[str, Any]:
   os.makedirs(config.workdir, exist_ok=True)
   timing = {}
   start = time.perf_counter()
-  params, model_config, vocab, checkpoint_dir, timing["train_lm_seconds"] = load_model(config)
+  params, model_config, vocab, checkpoint_dir = load_model(config)
+  language = language_of(model_config)
   num_layers, hidden = model_config["num_layers"], model_config["hidden_size"]
   model = models.family_of(model_config)
   n = model.num_units(params, config.sites)
   needs_cf = config.replacement == "counterfactual"
   other_name = phenomena.get(config.phenomenon).counterpart
   search_items, search_pairs, search_stats = encode_pairs(
-      _pairs(config.train_items, "--train_items", config.phenomenon, "search", config.train_per_cell, config.seed),
+      _pairs(config.train_items, "--train_items", config.phenomenon, "search", config.train_per_cell, config.seed,
+             language),
       vocab, "--train_items", needs_cf)
   heldout_items, heldout_pairs, heldout_stats = encode_pairs(
-      _pairs(config.eval_items, "--eval_items", config.phenomenon, "heldout", config.eval_per_cell, config.seed),
+      _pairs(config.eval_items, "--eval_items", config.phenomenon, "heldout", config.eval_per_cell, config.seed,
+             language),
       vocab, "--eval_items", needs_cf)
-  other_items, other_pairs, _ = encode_pairs(builtin_pairs(other_name, "heldout", config.eval_per_cell, config.seed),
+  other_items, other_pairs, _ = encode_pairs(builtin_pairs(other_name, "heldout", config.eval_per_cell, config.seed,
+             language),
                                              vocab, f"built-in {other_name} items", needs_cf)
   # The control text's merged KL groups the words of this phenomenon's choices (every item's y and y').
-  control = control_text(vocab, config.control_sentences, config.seed + 1, search_pairs + heldout_pairs)
+  control = control_text(vocab, config.control_sentences, config.seed + 1, search_pairs + heldout_pairs, language)
   clean = np.asarray(interventions.margins(params, heldout_items))[0]
   clean_by_condition = {k: 1 - v for k, v in flip_rates(clean[None], heldout_pairs)[1][0].items()}
   search_known = heldout_known = {}
@@ -195,7 +177,7 @@ def run(config: Config) -> dict[str, Any]:
       raise ExperimentError(f"{flag}: the model gets none of the {what} items right on both the prefix and the "
                             f"counterfactual, so there is nothing to flip; check the items or the model.")
   clean_perplexity = float(interventions.control_effects(params, control, np.zeros((1, n), np.float32))["perplexity"][0])
-  timing["setup_seconds"] = time.perf_counter() - start - timing["train_lm_seconds"]
+  timing["setup_seconds"] = time.perf_counter() - start
 
   result = run_sweep(params, search_items, config, config.method, control)
   timing[f"sweep_{config.method}_seconds"] = result.seconds

@@ -181,13 +181,30 @@ def length_groups(length_B: np.ndarray, min_rows: int = 32) -> list[np.ndarray]:
   return [np.asarray(g) for g in groups]
 
 
+STATE_BYTES = 2 ** 30  # the memory one chunk of intervened runs may hold
+
+
+def rows_per_chunk(params: lstm.Params, batch: int, steps: int, backward: bool = False,
+                   budget: int = STATE_BYTES) -> int:
+  """How many gate vectors to run at once (at most 32) so that their states fit in ``budget`` bytes.
+
+  One run holds, per item, step and layer, about 8H floats (the 4H-wide gate pre-activations, h and c and
+  their replacements); a backward pass keeps about twice that. So the chunk follows from the shapes: 32 on
+  small models, fewer at Gulordava size (2 x 650) or with thousands of items.
+  """
+  cfg = lstm.config_of(params)
+  per_row = batch * steps * cfg["num_layers"] * cfg["hidden_size"] * 8 * 4 * (2 if backward else 1)
+  return int(max(1, min(32, budget // max(per_row, 1))))
+
+
 def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray | None = None,
             replacement: str = "counterfactual", mean_h: dict | None = None, sites: str = "h",
-            chunk: int = 32, by_length: bool = False) -> jax.Array:
+            chunk: int | None = None, by_length: bool = False) -> jax.Array:
   """Margins logit(y) - logit(y') of every item under each of S gate vectors: float32[S, B].
 
   ``gates_SxN=None`` gives the unintervened model, shape (1, B). The S interventions run vmapped in
-  chunks of ``chunk`` (``lax.map`` with a batch size), sharing the replacement states and input projection.
+  chunks of ``chunk`` (``lax.map`` with a batch size; default :func:`rows_per_chunk`, from the shapes),
+  sharing the replacement states and input projection.
   ``mean_h`` is the {"h", "c"} dict of ``mean_states`` for mean replacement (default: means over the prefixes).
   Only the steps :func:`span` gives are run per gate vector: padding after the longest row is dropped, and
   the steps before x and x' first differ run once, clean, and start every intervened run.
@@ -204,6 +221,7 @@ def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray
     parts = [margins(params, items.take(g), gates_SxN, replacement, mean_h, sites, chunk) for g in groups]
     return jnp.concatenate(parts, axis=1)[:, np.argsort(np.concatenate(groups))]
   start, end = span(items, replacement)
+  chunk = chunk or rows_per_chunk(params, items.prefix.shape[0], end - start)
   return span_margins(params, items, gates_SxN, replacement, mean_h, sites, chunk, start, end)
 
 

@@ -20,13 +20,14 @@ class Phenomenon:
   """One phenomenon.
 
   Attributes:
-    items: (split, per_cell, seed) -> the generated minimal pairs ("search" or "heldout" split).
+    items: (split, per_cell, seed, language) -> the generated minimal pairs ("search" or "heldout" split) in
+      the generator language the model was trained on.
     probe_labels: pairs -> binary labels of the prefixes for the probe, or None when they have none.
     trace_items: pairs -> the indices of the items the traces figure averages over.
     trace_group: pair -> the name of its group in the traces figure.
     counterpart: the phenomenon whose flip rate is a side effect of this one's units.
   """
-  items: Callable[[str, int, int], list[data.Pair]]
+  items: Callable[[str, int, int, str], list[data.Pair]]
   probe_labels: Callable[[list[data.Pair]], np.ndarray | None]
   trace_items: Callable[[list[data.Pair]], list[int]]
   trace_group: Callable[[data.Pair], str]
@@ -48,7 +49,8 @@ def gender_labels(pairs: list[data.Pair]) -> np.ndarray:
 
 PHENOMENA: dict[str, Phenomenon] = {
     "agreement": Phenomenon(
-        items=lambda split, per_cell, seed: grammar.agreement_items(per_cell, seed, split=split),
+        items=lambda split, per_cell, seed, language: grammar.agreement_items(per_cell, seed, split=split,
+                                                                               language=language),
         probe_labels=agreement_labels,
         # nounPP items (an attractor between subject and verb), singular vs plural subject.
         trace_items=lambda pairs: ([b for b, p in enumerate(pairs) if p.condition.startswith("nounPP_")]
@@ -56,7 +58,7 @@ PHENOMENA: dict[str, Phenomenon] = {
         trace_group=lambda p: "singular subject" if "_S" in p.condition else "plural subject",
         counterpart="gender"),
     "gender": Phenomenon(
-        items=lambda split, per_cell, seed: grammar.gender_items(split=split),
+        items=lambda split, per_cell, seed, language: grammar.gender_items(split=split),
         probe_labels=gender_labels,
         trace_items=lambda pairs: list(range(len(pairs))),
         trace_group=lambda p: f"{p.target} target",

@@ -92,12 +92,14 @@ def test_main_job_writes_its_outputs_and_resumes_to_the_same_result(tiny_lm, tmp
   assert resumed["selected"]["units"] == results["selected"]["units"]
 
 
-def test_default_lm_cache_is_keyed_by_its_config(tmp_path, monkeypatch):
-  monkeypatch.setenv("JAXMASK_CACHE", str(tmp_path))
-  default = experiment.default_checkpoint_dir(train_lm.LMConfig())
-  assert os.path.dirname(default) == str(tmp_path) and os.path.basename(default).startswith("default_lm-")
-  assert experiment.default_checkpoint_dir(train_lm.LMConfig()) == default
-  assert experiment.default_checkpoint_dir(dataclasses.replace(train_lm.LMConfig(), steps=10)) != default
+def test_without_checkpoint_the_shipped_lm_is_used_and_a_missing_one_is_one_sentence(tiny_lm, tmp_path, monkeypatch):
+  shipped = checkpoints.pack(tiny_lm, str(tmp_path / "default_lm"))
+  monkeypatch.setattr(checkpoints, "DEFAULT_DIR", shipped)
+  params, model_config, vocab, path = experiment.load_model(experiment.Config(workdir=str(tmp_path / "w")))
+  assert path == shipped and model_config["num_layers"] == len(params["layers"]) and "<eos>" in vocab
+  os.remove(os.path.join(shipped, "params.npz"))
+  with pytest.raises(experiment.ExperimentError, match=r"params.npz is missing; reinstall jaxmask"):
+    experiment.load_model(experiment.Config(workdir=str(tmp_path / "w")))
 
 
 def test_known_keeps_the_items_the_model_gets_right_both_ways():
@@ -152,7 +154,7 @@ def test_checkpoint_that_does_not_match_its_config_is_one_sentence(tiny_lm, tmp_
     (["--lambdas=0.1,abc"], "--lambdas=0.1,abc: expected a comma-separated list"),
     (["--checkpoint=/nonexistent/lm"], "does not exist"),
     (["--method=adam"], "--method"),
-    (["--lm_config=configs/no_such_lm.cfg"], "--lm_config=configs/no_such_lm.cfg does not exist"),
+    (["--phenomenon=syntax"], "--phenomenon"),
 ])
 def test_command_line_errors_are_one_sentence_without_traceback(tmp_path, flags, message):
   proc = subprocess.run([sys.executable, "-m", "jaxmask.main", f"--workdir={tmp_path}", *flags], cwd=ROOT,
