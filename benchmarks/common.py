@@ -181,20 +181,23 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
 def agreement_setup(checkpoint: str | None, per_cell: int = 40, heldout_per_cell: int = 20) -> dict[str, Any]:
   """The LM and the generated agreement items ("search" and "heldout" splits) for the estimators and ablation.
 
-  With ``checkpoint`` the trained LM is loaded; without, a 2 x 128 LM with random weights over the
-  generator's vocabulary stands in (the timings hold, the found sets mean nothing) and the description says so.
+  With ``checkpoint`` the trained LM is loaded (``"default"``: the LM shipped in the package) and the items
+  come from the language it was trained on; without, a 2 x 128 LM with random weights over the small
+  language's vocabulary stands in (the timings hold, the found sets mean nothing) and the description says so.
   """
   from jaxmask import checkpoints, data, grammar  # the data edge, only needed here
+  language = "small"
   if checkpoint:
-    params, config, vocab = checkpoints.load(checkpoint)
-    description = (f"trained LM {os.path.basename(os.path.normpath(checkpoint))} "
-                   f"({config['num_layers']}x{config['hidden_size']}, V={config['vocab_size']})")
+    params, config, vocab = checkpoints.load_default() if checkpoint == "default" else checkpoints.load(checkpoint)
+    language = config.get("train", {}).get("lexicon", "small")
+    name = "shipped default LM" if checkpoint == "default" else os.path.basename(os.path.normpath(checkpoint))
+    description = f"trained LM {name} ({config['num_layers']}x{config['hidden_size']}, V={config['vocab_size']})"
   else:
     vocab = grammar.vocabulary()
     params = random_params(len(vocab), DEFAULT["hidden_size"], DEFAULT["num_layers"])
     description = f"RANDOM-WEIGHT LM ({DEFAULT['num_layers']}x{DEFAULT['hidden_size']}, V={len(vocab)}; no --checkpoint)"
-  items, _, _ = data.encode(grammar.agreement_items(per_cell, 0, split="search"), vocab)
-  heldout, _, _ = data.encode(grammar.agreement_items(heldout_per_cell, 1, split="heldout"), vocab)
+  items, _, _ = data.encode(grammar.agreement_items(per_cell, 0, split="search", language=language), vocab)
+  heldout, _, _ = data.encode(grammar.agreement_items(heldout_per_cell, 1, split="heldout", language=language), vocab)
   return {"params": params, "items": items, "heldout": heldout, "description": description, "trained": bool(checkpoint)}
 
 

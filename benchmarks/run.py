@@ -24,7 +24,7 @@ PARTS = ("estimators", "sweep", "torch", "ablation", "roofline", "scaling", "opt
 
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the JSON of every figure.", required=True)
 _QUICK = flags.DEFINE_bool("quick", False, "Shorter runs of every part (< 3 minutes on 2 cores).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained LM checkpoint directory (default: random weights).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained LM checkpoint directory, or 'default' for the shipped LM (unset: random weights).")
 _PARTS = flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, of {', '.join(PARTS)}.")
 _TABLES = flags.DEFINE_string("tables", None, "Also write the printed tables to this Markdown file.")
 _LAMBDA = flags.DEFINE_float("estimators_lambda", 0.01, "The sparsity coefficient of the estimators part.")

@@ -72,7 +72,9 @@ def read_vocab(path: str) -> list[str]:
 
 
 def load(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]:
-  """Reads (params, config, vocab) from a checkpoint directory written by ``save``."""
+  """Reads (params, config, vocab) from a checkpoint directory written by ``save`` (or by :func:`pack`)."""
+  if os.path.exists(os.path.join(directory, "params.npz")):
+    return load_packed(directory)
   config_path = os.path.join(directory, "config.json")
   vocab_path = os.path.join(directory, "vocab.txt")
   params_path = os.path.abspath(os.path.join(directory, "params"))
@@ -121,8 +123,8 @@ def load(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]:
 
 DEFAULT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_lm")
 _RESTORE = ("reinstall jaxmask (pip install --force-reinstall .) or retrain and pack it: "
-            "`python -m jaxmask.train_lm --flagfile=configs/lm.cfg --workdir=workdir_lm2` then "
-            "`python -c \"from jaxmask import checkpoints; checkpoints.pack('workdir_lm2')\"`")
+            "`python -m jaxmask.train_lm --flagfile=configs/lm.cfg --workdir=workdir_lm` then "
+            "`python -c \"from jaxmask import checkpoints; checkpoints.pack('workdir_lm')\"`")
 
 
 def _sha256(path: str) -> str:

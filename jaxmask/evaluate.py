@@ -239,7 +239,8 @@ def load_items(spec: str, fmt: str, n_per_cell: int = 200, seed: int = 0, langua
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """The command's flags (defined only when run as a program or by a test, so importing adds none)."""
   fv = {"flag_values": flag_values}
-  flags.DEFINE_string("checkpoint", "workdir_lm", "Checkpoint directory (train_lm's --workdir or convert's output).",
+  flags.DEFINE_string("checkpoint", "", "Checkpoint directory (train_lm's --workdir or convert's output); "
+                      "empty = the LM shipped in the package.",
                       **fv)
   flags.DEFINE_string("items", None, "Minimal pairs: a file, or builtin:agreement|agreement_search|gender|"
                       "marvin_linzen.", **fv)
@@ -263,7 +264,7 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
       raise ValueError(f"unexpected arguments {' '.join(argv[1:])}; flags are written --name=value.")
     if not FLAGS.items:
       raise ValueError("--items is required: a minimal-pair TSV file or builtin:agreement / builtin:gender.")
-    params, config, vocab = checkpoints.load(FLAGS.checkpoint)
+    params, config, vocab = checkpoints.load(FLAGS.checkpoint) if FLAGS.checkpoint else checkpoints.load_default()
     language = config.get("train", {}).get("lexicon", "small")  # the generator the model was trained on
     pairs = load_items(FLAGS.items, FLAGS.format, FLAGS.n_per_cell, FLAGS.seed, language)
     units = parse_units(FLAGS.units, lstm.num_units(params, "h")) if FLAGS.units is not None else None

@@ -155,7 +155,7 @@ def prepare(params: lstm.Params, items: Items, config: SearchConfig, control: Co
                 r_h=r["h"], r_c=r["c"] if "c" in config.sites else None)
   if config.mu > 0:
     if control is None:
-      raise ValueError("mu > 0 needs control text (a search.Control) for the KL term.")
+      raise ValueError("mu > 0 needs control text (an items.Control) for the KL term.")
     cm = interventions.mean_states(params, control.tokens, control.length)
     shape = (len(params["layers"]), 1, 1, -1)
     shared.update(control_xproj0=lstm.input_projection(params["layers"][0], params["embedding"][control.tokens]),

@@ -44,24 +44,24 @@ class LMConfig:
   """Everything that determines a trained LM. The defaults are the default LM (``configs/lm.cfg``)."""
   embed_size: int = 128
   hidden_size: int = 256
-  num_layers: int = 1
+  num_layers: int = 2
   tie_weights: bool = False  # decoder = embedding (needs embed_size == hidden_size)
-  num_sentences: int = 200_000  # generated training sentences (grammar.corpus, split "train")
+  num_sentences: int = 500_000  # generated training sentences (grammar.corpus, split "train")
   valid_sentences: int = 1_000  # generated validation sentences (another seed)
   row_length: int = 48  # tokens per training row, whole sentences only
   batch_size: int = 32
-  steps: int = 1_500
-  optimizer: str = "adam"  # "adam", or "sgd" (plain SGD as Gulordava et al. and PyTorch's word LM train)
-  learning_rate: float = 0.02
-  warmup_steps: int = 100
+  steps: int = 14_000
+  optimizer: str = "sgd"  # "adam", or "sgd" (plain SGD as Gulordava et al. and PyTorch's word LM train)
+  learning_rate: float = 20.0
+  warmup_steps: int = 200
   final_lr_fraction: float = 0.05  # cosine decay from learning_rate down to this fraction of it
-  clip_norm: float = 1.0
+  clip_norm: float = 0.25
   seed: int = 0
-  checkpoint_every: int = 250
-  eval_every: int = 500
-  dropout: float = 0.0  # on the embeddings, between layers and before the decoder; training only
-  lexicon: str = "small"  # the generator's language (grammar.LANGUAGES): "small" or "large"
-  forget_bias: float = 0.0  # added to every layer's initial forget-gate bias (Jozefowicz et al. 2015 use 1)
+  checkpoint_every: int = 1_000
+  eval_every: int = 2_000
+  dropout: float = 0.1  # on the embeddings, between layers and before the decoder; training only
+  lexicon: str = "large"  # the generator's language (grammar.LANGUAGES): "small" or "large"
+  forget_bias: float = 1.0  # added to every layer's initial forget-gate bias (Jozefowicz et al. 2015 use 1)
 
 
 def config_from_dict(values: dict[str, Any]) -> LMConfig:

@@ -79,6 +79,8 @@ def test_packed_float16_matches_float32_logits(saved, tmp_path):
   directory, params = saved
   packed = checkpoints.pack(directory, str(tmp_path / "packed"), {"figures": {"agreement": 1.0}})
   loaded, config, vocab = checkpoints.load_packed(packed)
+  via_load = checkpoints.load(packed)[0]  # every --checkpoint flag takes a packed directory too
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(via_load)))
   assert vocab == VOCAB and config["figures"] == {"agreement": 1.0} and config["params_dtype"] == "float16"
   assert all(a.dtype == np.float32 for a in jax.tree.leaves(loaded))
   tokens = np.array([[1, 3, 4, 6, 2, 3, 5, 7]])
