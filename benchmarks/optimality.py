@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from benchmarks import common, motifs
-from jaxmask import baselines, checkpoints, data, exhaustive, grammar, interventions, search, train_lm
+from jaxmask import baselines, checkpoints, data, exhaustive, interventions, phenomena, search, train_lm
 from jaxmask.models import lstm
 
 ARCHITECTURES = ((1, 32), (2, 16), (2, 32))  # (layers, hidden units)
@@ -102,13 +102,6 @@ def trained_models(architectures, lm_seeds, cache_dir: str) -> list[tuple[str, l
   return out
 
 
-def _probe_labels(pairs: list[data.Pair], phenomenon: str) -> np.ndarray:
-  """1 for a plural controller (agreement: the cell's first letter) or a she-target (gender)."""
-  if phenomenon == "gender":
-    return np.array([p.target == "she" for p in pairs], np.int32)
-  return np.array([p.condition.rsplit("_", 1)[-1][0] == "P" for p in pairs], np.int32)
-
-
 def _known(params: lstm.Params, pairs: list[data.Pair], vocab: list[str], count: int, seed: int
            ) -> tuple[interventions.Items | None, list[data.Pair], int]:
   """Up to ``count`` items (a seeded sample) the clean model gets right both ways, their pairs, and how many it knew."""
@@ -126,13 +119,11 @@ def _known(params: lstm.Params, pairs: list[data.Pair], vocab: list[str], count:
 def phenomenon_items(params: lstm.Params, vocab: list[str], phenomenon: str, search_count: int,
                      heldout_count: int) -> dict[str, Any]:
   """Known search and held-out items of a phenomenon, with probe labels and counts."""
-  if phenomenon == "agreement":
-    splits = {"search": grammar.agreement_items(3, 0, "search"), "heldout": grammar.agreement_items(4, 1, "heldout")}
-  else:
-    splits = {split: grammar.gender_items(split) for split in ("search", "heldout")}
+  entry = phenomena.get(phenomenon)  # the small language of the lm_tiny models
+  splits = {"search": entry.items("search", 3, 0, "small"), "heldout": entry.items("heldout", 4, 1, "small")}
   search_items, search_pairs, known_search = _known(params, splits["search"], vocab, search_count, 0)
   heldout, _, known_heldout = _known(params, splits["heldout"], vocab, heldout_count, 1)
-  return {"items": search_items, "heldout": heldout, "labels": _probe_labels(search_pairs, phenomenon),
+  return {"items": search_items, "heldout": heldout, "labels": entry.probe_labels(search_pairs),
           "known": {"search": known_search, "search_total": len(splits["search"]), "heldout": known_heldout,
                     "heldout_total": len(splits["heldout"])}}
 

@@ -229,7 +229,7 @@ def convert(torch_checkpoint: str, vocab_path: str, output_dir: str) -> dict[str
   return {**config, **metadata, "output": os.path.abspath(output_dir)}
 
 
-def _define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defined only when run as a program, so importing never adds flags."""
   flags.DEFINE_string("torch_checkpoint", None, "A PyTorch LSTM LM saved by torch.save: a state dict or the whole "
                       "model.", flag_values=flag_values, required=True)
@@ -254,5 +254,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  _define_flags()
+  define_flags()
   app.run(main)

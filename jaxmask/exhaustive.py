@@ -97,7 +97,7 @@ def set_scores(params: lstm.Params, items: interventions.Items, k: int, *, sites
   return np.concatenate(flips).astype(np.int32), np.concatenate(losses)
 
 
-def _nth_combination(n: int, k: int, index: int) -> list[int]:
+def nth_combination(n: int, k: int, index: int) -> list[int]:
   """The index-th k-subset of range(n) in lexicographic (``itertools.combinations``) order."""
   out, first = [], 0
   for remaining in range(k, 0, -1):
@@ -138,7 +138,7 @@ def optimum(params: lstm.Params, items: interventions.Items, ks: Sequence[int] |
     flips_C, losses_C = set_scores(params, items, int(k), sites=sites, replacement=replacement, mean_h=mean_h,
                                    block=block, chunk=chunk)
     index, ties = best(flips_C, losses_C)
-    out[int(k)] = Optimum(k=int(k), units=_nth_combination(n, int(k), index), flips=int(flips_C[index]),
+    out[int(k)] = Optimum(k=int(k), units=nth_combination(n, int(k), index), flips=int(flips_C[index]),
                           num_items=num_items, mean_flip_loss=float(losses_C[index]), ties=ties,
                           num_sets=len(flips_C))
   return out

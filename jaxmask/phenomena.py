@@ -1,6 +1,6 @@
 """The phenomena the main job studies, as one registry: built-in items, probe labels, trace groups, counterpart.
 
-A new phenomenon is one ``Phenomenon`` entry in ``PHENOMENA``: its item generator (grammar.py), how its
+A new phenomenon is one ``Phenomenon`` entry in ``PHENOMENA``: its item generator (grammar/items.py), how its
 search prefixes are labelled for the probe baseline, how the traces figure groups its items, and the
 phenomenon whose flip rate measures a unit set's side effects.
 """

@@ -209,7 +209,7 @@ def test_missing_torch_is_one_sentence(tmp_path, monkeypatch):
 
 def _run_main(monkeypatch, *argv):
   flag_values = flags.FlagValues()
-  convert._define_flags(flag_values)  # pylint: disable=protected-access
+  convert.define_flags(flag_values)
   flag_values(["convert", *argv])
   monkeypatch.setattr(flags, "FLAGS", flag_values)
   convert.main(["convert"])

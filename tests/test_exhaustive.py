@@ -64,7 +64,7 @@ def test_chunking_does_not_change_the_answer(random_lstm):
 def test_nth_combination_matches_itertools():
   for k in (1, 2, 3):
     for i, s in enumerate(itertools.combinations(range(7), k)):
-      assert exhaustive._nth_combination(7, k, i) == list(s)
+      assert exhaustive.nth_combination(7, k, i) == list(s)
 
 
 def test_default_sizes_and_errors():

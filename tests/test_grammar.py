@@ -215,8 +215,8 @@ def test_large_corpus_is_zipfian_has_fillers_and_stays_in_vocabulary():
   # the text whose verbs show no number (no 3rd singular, is/are, was/were, has).
   marked = {v.third for v in large.verbs} | {"is", "are", "was", "were", "has"}  # "have" may follow a modal
   marked |= {w for w in large.verb_lemma if "'" in w}
-  gen = grammar._Generator(random.Random(0), "large")
-  assert not any(marked & set(gen.filler_sentence()) for _ in range(500))
+  gen = grammar.phrases.Generator(random.Random(0), "large")
+  assert not any(marked & set(grammar.constructions.sentence(gen, "filler")) for _ in range(500))
   free = sum(not marked & set(s.split()) for s in _large()) / len(_large())
   assert 0.25 < free < 0.6, free
   assert any(" will " in s or " could " in s for s in _large())
