@@ -189,7 +189,7 @@ def agreement_setup(checkpoint: str | None, per_cell: int = 40, heldout_per_cell
   language = "small"
   if checkpoint:
     params, config, vocab = checkpoints.load_default() if checkpoint == "default" else checkpoints.load(checkpoint)
-    language = config.get("train", {}).get("lexicon", "small")
+    language = checkpoints.language_of(config)
     name = "shipped default LM" if checkpoint == "default" else os.path.basename(os.path.normpath(checkpoint))
     description = f"trained LM {name} ({config['num_layers']}x{config['hidden_size']}, V={config['vocab_size']})"
   else:

@@ -32,6 +32,7 @@ import numpy as np
 
 from benchmarks import common, motifs
 from jaxmask import baselines, checkpoints, data, exhaustive, interventions, phenomena, search, train_lm
+from jaxmask.corpus import build_corpus
 from jaxmask.models import lstm
 
 ARCHITECTURES = ((1, 32), (2, 16), (2, 32))  # (layers, hidden units)
@@ -96,7 +97,7 @@ def trained_models(architectures, lm_seeds, cache_dir: str) -> list[tuple[str, l
       if os.path.exists(os.path.join(workdir, "config.json")):
         params, _, vocab = checkpoints.load(workdir)
       else:
-        corpus = corpus or train_lm.build_corpus(config)
+        corpus = corpus or build_corpus(config)
         params, vocab = train_lm.train(config, workdir, progress=False, corpus=corpus), corpus[0]
       out.append((f"{layers}x{hidden}/seed{seed}", params, vocab))
   return out

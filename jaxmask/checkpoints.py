@@ -71,6 +71,11 @@ def read_vocab(path: str) -> list[str]:
   return words
 
 
+def language_of(config: dict[str, Any]) -> str:
+  """The generator language a checkpoint's model was trained on ("small" for checkpoints that do not say)."""
+  return config.get("train", {}).get("lexicon", "small")
+
+
 def load(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]:
   """Reads (params, config, vocab) from a checkpoint directory written by ``save`` (or by :func:`pack`)."""
   if os.path.exists(os.path.join(directory, "params.npz")):

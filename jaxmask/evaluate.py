@@ -265,7 +265,7 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     if not FLAGS.items:
       raise ValueError("--items is required: a minimal-pair TSV file or builtin:agreement / builtin:gender.")
     params, config, vocab = checkpoints.load(FLAGS.checkpoint) if FLAGS.checkpoint else checkpoints.load_default()
-    language = config.get("train", {}).get("lexicon", "small")  # the generator the model was trained on
+    language = checkpoints.language_of(config)
     pairs = load_items(FLAGS.items, FLAGS.format, FLAGS.n_per_cell, FLAGS.seed, language)
     units = parse_units(FLAGS.units, lstm.num_units(params, "h")) if FLAGS.units is not None else None
     pct_female = None

@@ -31,11 +31,6 @@ def load_model(config: Config) -> tuple[lstm.Params, dict, list[str], str]:
     raise ExperimentError(f"--checkpoint: {e}" if config.checkpoint else str(e)) from e
 
 
-def language_of(model_config: dict) -> str:
-  """The generator language a checkpoint was trained on ("small" for checkpoints that do not say)."""
-  return model_config.get("train", {}).get("lexicon", "small")
-
-
 def builtin_pairs(phenomenon: str, split: str, per_cell: int, seed: int, language: str = "small"
                   ) -> list[data.Pair]:
   """The generated minimal pairs of a phenomenon: "search" items for the sweep, "heldout" for evaluation."""
@@ -145,7 +140,7 @@ def run(config: Config) -> dict[str, Any]:
   timing = {}
   start = time.perf_counter()
   params, model_config, vocab, checkpoint_dir = load_model(config)
-  language = language_of(model_config)
+  language = checkpoints.language_of(model_config)
   num_layers, hidden = model_config["num_layers"], model_config["hidden_size"]
   model = models.family_of(model_config)
   n = model.num_units(params, config.sites)

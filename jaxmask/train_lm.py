@@ -32,6 +32,7 @@ from absl import logging
 from flax.training import train_state
 
 from jaxmask import checkpoints
+from jaxmask.corpus import build_corpus
 from jaxmask.models import lstm
 
 
@@ -97,33 +98,6 @@ def read_flagfile(path: str) -> LMConfig:
     if name in names:
       values[name] = value
   return config_from_dict(values)
-
-
-def tokenize(sentences: list[str], vocab: list[str]) -> list[list[int]]:
-  """Word ids of space-separated sentences; words outside ``vocab`` become ``<unk>``."""
-  index = {w: i for i, w in enumerate(vocab)}
-  unk = index["<unk>"]
-  return [[index.get(w, unk) for w in s.split()] for s in sentences]
-
-
-def pack_rows(sentences: list[list[int]], row_length: int, eos: int) -> np.ndarray:
-  """Packs whole sentences into rows ``<eos> s1 <eos> s2 <eos> ...`` of ``row_length + 1`` ids, padded with -1.
-
-  Row r's inputs are ``rows[r, :-1]`` and its next-token targets ``rows[r, 1:]``; a sentence longer than
-  ``row_length - 1`` words is dropped. Returns int32[R, row_length + 1].
-  """
-  rows, row = [], [eos]
-  for s in sentences:
-    if len(s) + 1 > row_length:
-      continue
-    if len(row) + len(s) + 1 > row_length + 1:
-      rows.append(row + [-1] * (row_length + 1 - len(row)))
-      row = [eos]
-    row.extend(s)
-    row.append(eos)
-  if len(row) > 1:
-    rows.append(row + [-1] * (row_length + 1 - len(row)))
-  return np.asarray(rows, np.int32).reshape(-1, row_length + 1)
 
 
 def init_params(config: LMConfig, vocab_size: int) -> lstm.Params:
@@ -200,6 +174,9 @@ def perplexity(params: lstm.Params, rows: np.ndarray, eos: int, batch_size: int)
   return float(np.exp(total / max(count, 1.0)))
 
 
+OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}  # LMConfig.optimizer -> optax transformation
+
+
 @functools.lru_cache(maxsize=8)
 def optimizer(config: LMConfig) -> optax.GradientTransformation:
   """Adam (or plain SGD) with linear warm-up then cosine decay, after clipping the global gradient norm.
@@ -210,8 +187,7 @@ def optimizer(config: LMConfig) -> optax.GradientTransformation:
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=config.learning_rate, warmup_steps=config.warmup_steps,
       decay_steps=config.steps, end_value=config.learning_rate * config.final_lr_fraction)
-  step = {"adam": optax.adam, "sgd": optax.sgd}[config.optimizer]
-  return optax.chain(optax.clip_by_global_norm(config.clip_norm), step(schedule))
+  return optax.chain(optax.clip_by_global_norm(config.clip_norm), OPTIMIZERS[config.optimizer](schedule))
 
 
 class _Batches:
@@ -255,17 +231,6 @@ def _check_workdir(workdir: str, config: LMConfig, vocab: list[str]) -> None:
     f.write("\n".join(vocab) + "\n")
 
 
-def build_corpus(config: LMConfig) -> tuple[list[str], np.ndarray, np.ndarray]:
-  """(vocabulary, training rows, validation rows) from the generator, deterministic in ``config.seed``."""
-  from jaxmask import grammar  # the edge that generates text; the training core does not need it
-  vocab = grammar.vocabulary(config.lexicon)
-  eos = vocab.index("<eos>")
-  train_text = grammar.corpus(config.num_sentences, config.seed, split="train", language=config.lexicon)
-  valid_text = grammar.corpus(config.valid_sentences, config.seed + 1_000_003, split="train", language=config.lexicon)
-  return (vocab, pack_rows(tokenize(train_text, vocab), config.row_length, eos),
-          pack_rows(tokenize(valid_text, vocab), config.row_length, eos))
-
-
 def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True,
           corpus: tuple[list[str], np.ndarray, np.ndarray] | None = None) -> lstm.Params:
   """Trains (or resumes training) an LM and writes the checkpoint directory ``workdir``; returns its params.
@@ -290,8 +255,8 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
                         f"{config.hidden_size}.")
   if not 0.0 <= config.dropout < 1.0:
     raise TrainingError(f"dropout must be in [0, 1), got {config.dropout}.")
-  if config.optimizer not in ("adam", "sgd"):
-    raise TrainingError(f"optimizer must be 'adam' or 'sgd', got {config.optimizer!r}.")
+  if config.optimizer not in OPTIMIZERS:
+    raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}.")
   if config.lexicon not in ("small", "large"):
     raise TrainingError(f"lexicon must be 'small' or 'large', got {config.lexicon!r}.")
   model = tie if config.tie_weights else (lambda p: p)

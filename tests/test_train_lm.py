@@ -9,6 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from jaxmask import checkpoints
+from jaxmask.corpus import build_corpus, pack_rows, tokenize
 from jaxmask import train_lm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,7 +20,7 @@ EOS = 1
 def _synthetic_corpus(seed=0):
   rng = np.random.default_rng(seed)
   sentences = [" ".join(f"w{j}" for j in rng.integers(0, 30, rng.integers(2, 8))) + " ." for _ in range(800)]
-  rows = train_lm.pack_rows(train_lm.tokenize(sentences, VOCAB), 20, EOS)
+  rows = pack_rows(tokenize(sentences, VOCAB), 20, EOS)
   return VOCAB, rows[:-16], rows[-16:]
 
 
@@ -29,13 +30,13 @@ SMALL = dict(embed_size=8, hidden_size=8, num_layers=2, batch_size=8, row_length
 
 def test_pack_rows_whole_sentences_from_eos():
   sentences = [[5, 6, 2], [7, 2], [8, 9, 10, 11, 12, 13, 2], [4, 2]]
-  rows = train_lm.pack_rows(sentences, row_length=7, eos=EOS)
+  rows = pack_rows(sentences, row_length=7, eos=EOS)
   # The 7-word sentence does not fit a row of 7 (it needs 8 with its <eos>) and is dropped.
   np.testing.assert_array_equal(rows, [[1, 5, 6, 2, 1, 7, 2, 1], [1, 4, 2, 1, -1, -1, -1, -1]])
 
 
 def test_tokenize_maps_unknown_words_to_unk():
-  assert train_lm.tokenize(["w1 zebra ."], VOCAB) == [[4, 0, 2]]
+  assert tokenize(["w1 zebra ."], VOCAB) == [[4, 0, 2]]
 
 
 def test_lm_cfg_is_the_default_config():
@@ -52,7 +53,7 @@ def test_flagfile_errors_name_file_and_line(tmp_path):
 @pytest.mark.slow
 def test_tiny_config_trains_end_to_end_and_loss_falls(tmp_path):
   config = train_lm.read_flagfile(os.path.join(ROOT, "configs", "lm_tiny.cfg"))
-  corpus = train_lm.build_corpus(config)
+  corpus = build_corpus(config)
   vocab, _, valid_rows = corpus
   initial = train_lm.lstm.init(jax.random.key(config.seed), len(vocab), config.embed_size, config.hidden_size,
                                config.num_layers)
