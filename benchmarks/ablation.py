@@ -72,7 +72,8 @@ def _torch_batched_loop_seconds(model: TorchLM, items: dict, units: list[int]) -
   return time.perf_counter() - start
 
 
-def run(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
+def run(context: common.Context) -> dict[str, Any]:
+  setup, quick = context.setup(), context.quick
   params = setup["params"]
   num_items = 128 if quick else 256
   sample = np.sort(np.random.default_rng(0).permutation(setup["items"].prefix.shape[0])[:num_items])
@@ -121,7 +122,7 @@ def run(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
               out["jax_padded_pass_seconds"] / t_jax],
              ["JAX, loop over units of one jitted margin, batched over items", out["jax_loop_seconds"],
               out["speedup_vs_jax_loop"]]]
-  print(common.table(f"Ablation: single-unit effects of all {n} units on {num_items} random agreement items "
-                     f"({lengths.mean():.1f} tokens on average, up to {lengths.max()}; {setup['description']})",
-                     ["method", "seconds", "jaxmask's speedup"], rows))
+  context.table(f"Ablation: single-unit effects of all {n} units on {num_items} random agreement items "
+                f"({lengths.mean():.1f} tokens on average, up to {lengths.max()}; {setup['description']})",
+                ["method", "seconds", "jaxmask's speedup"], rows)
   return out

@@ -20,7 +20,9 @@ from absl import logging
 from benchmarks import ablation, common, estimators, optimality, roofline, scaling, sweep, torch_ref
 from jaxmask import report
 
-PARTS = ("estimators", "sweep", "torch", "ablation", "roofline", "scaling", "optimality")
+# Every part is a module with run(context: common.Context) -> dict of its figures; a new part is one entry.
+PARTS = {"estimators": estimators, "sweep": sweep, "torch": torch_ref, "ablation": ablation, "roofline": roofline,
+         "scaling": scaling, "optimality": optimality}
 
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the JSON of every figure.", required=True)
 _QUICK = flags.DEFINE_bool("quick", False, "Shorter runs of every part (< 3 minutes on 2 cores).")
@@ -60,14 +62,14 @@ GOALS = (  # (part, key, goal, what): jaxmask's advantage or fraction, and the i
 )
 
 
-def _goals_table(results: dict) -> None:
+def _goals_table(context: common.Context, results: dict) -> None:
   rows = []
   for part, key, goal, what in GOALS:
     value = results.get(part, {}).get(key)
     met = "-" if value is None or goal is None else ("yes" if value >= goal else "NO")
     rows.append([f"{part}.{key}", what, "none" if goal is None else f">= {goal:g}",
                  "not run" if value is None else f"{value:.3g}", met])
-  print(common.table("Goals of issues 6 and 14", ["figure", "what", "goal", "measured", "met"], rows))
+  context.table("Goals of issues 6 and 14", ["figure", "what", "goal", "measured", "met"], rows)
 
 
 def main(argv: list[str]) -> None:
@@ -80,37 +82,30 @@ def main(argv: list[str]) -> None:
   results = {"command": " ".join(["python -m benchmarks.run"] + sys.argv[1:]), "quick": quick,
              "machine": common.machine(),
              "gpu": "no GPU was lent to this run; CPU only"}
-  print(common.table("Machine", ["cores", "CPU", "JAX backend", "load average at start"],
-                     [[results["machine"]["cores"], results["machine"]["cpu_model"], results["machine"]["jax_backend"],
-                       " ".join(f"{x:.2f}" for x in results["machine"]["load_average_at_start"])]]))
-  setup = None
+  context = common.Context(
+      quick=quick, checkpoint=_CHECKPOINT.value, estimators_lambda=_LAMBDA.value, estimators_seeds=_SEEDS.value,
+      optimality_plot=_OPTIMALITY_PLOT.value or os.path.splitext(_OUTPUT.value)[0] + "_optimality.png",
+      optimality_cache=_OPTIMALITY_CACHE.value)
+  context.table("Machine", ["cores", "CPU", "JAX backend", "load average at start"],
+                [[results["machine"]["cores"], results["machine"]["cpu_model"], results["machine"]["jax_backend"],
+                  " ".join(f"{x:.2f}" for x in results["machine"]["load_average_at_start"])]])
   timings = {}
-  for part in PARTS:
+  for part, module in PARTS.items():
     if part not in _PARTS.value:
       continue
     start = time.perf_counter()
-    if part in ("estimators", "ablation") and setup is None:
-      setup = common.agreement_setup(_CHECKPOINT.value)
-    if part == "estimators":
-      results[part] = estimators.run(setup, quick, _LAMBDA.value, _SEEDS.value)
-    elif part == "ablation":
-      results[part] = ablation.run(setup, quick)
-    elif part == "optimality":
-      plot = _OPTIMALITY_PLOT.value or os.path.splitext(_OUTPUT.value)[0] + "_optimality.png"
-      results[part] = optimality.run(quick, plot, _OPTIMALITY_CACHE.value)
-    else:
-      results[part] = {"sweep": sweep, "torch": torch_ref, "roofline": roofline, "scaling": scaling}[part].run(quick)
+    results[part] = module.run(context)
     timings[part] = time.perf_counter() - start
     print(f"[{part}: {timings[part]:.1f} s]\n", flush=True)
   results["part_seconds"] = timings
   results["total_seconds"] = sum(timings.values())
   results["headline"] = _headline(results)
-  _goals_table(results)
+  _goals_table(context, results)
   with open(_OUTPUT.value, "w", encoding="utf-8") as f:
     json.dump(report.finite(results), f, indent=1, default=float)
   if _TABLES.value:
     with open(_TABLES.value, "w", encoding="utf-8") as f:
-      f.write(f"Command: `{results['command']}`\n\n" + "\n".join(common.TABLES))
+      f.write(f"Command: `{results['command']}`\n\n" + "\n".join(context.tables))
   print(json.dumps(results["headline"], indent=1, default=float))
   print(f"total {results['total_seconds']:.1f} s; wrote {_OUTPUT.value}")
 
