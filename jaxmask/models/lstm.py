@@ -32,6 +32,9 @@ import jax
 import jax.numpy as jnp
 
 Params = dict[str, Any]
+SITES = ("h", "hc")
+RESUMABLE = True  # a run can start from the (h, c) state carried over from earlier steps
+CONFIG_KEYS = ("vocab_size", "embed_size", "hidden_size", "num_layers")
 
 
 def init(key: jax.Array, vocab_size: int, embed_size: int, hidden_size: int, num_layers: int,
@@ -94,6 +97,23 @@ class Intervention:
       off = num_layers * hidden
       zc = self.gates_N[..., off + layer * hidden: off + (layer + 1) * hidden]
     return zh, zc
+
+
+def intervention_of(gates_N: jax.Array, r: dict[str, jax.Array], sites: str,
+                    span_BxT: jax.Array | None = None) -> Intervention:
+  """The Intervention of gates and replacement states {"h", "c"} (the interventions engine's form)."""
+  return Intervention(gates_N=gates_N, h_LxBxTxH=r.get("h"), c_LxBxTxH=r.get("c"), span_BxT=span_BxT, sites=sites)
+
+
+def state_shapes(params: Params) -> dict[str, tuple[int, ...]]:
+  """Per state, (L, *one step's shape): {"h": (L, H), "c": (L, H)}."""
+  cfg = config_of(params)
+  return {"h": (cfg["num_layers"], cfg["hidden_size"]), "c": (cfg["num_layers"], cfg["hidden_size"])}
+
+
+def site_states(sites: str) -> tuple[str, ...]:
+  """The states an intervention at ``sites`` reads replacements for: ("h",) or ("h", "c")."""
+  return ("h", "c") if "c" in sites else ("h",)
 
 
 def input_projection(layer: Params, x_BxTxI: jax.Array) -> jax.Array:
@@ -166,6 +186,23 @@ def run_layers(params: Params, xproj0_BxTx4H: jax.Array, intervention: Intervent
     hs.append(h)
     cs.append(c)
   return jnp.stack(hs), jnp.stack(cs)
+
+
+def embed_inputs(params: Params, tokens_BxT: jax.Array) -> jax.Array:
+  """The gate-independent input of the recurrence: layer 0's input projection (B, T, 4H)."""
+  return input_projection(params["layers"][0], params["embedding"][tokens_BxT])
+
+
+def run(params: Params, xproj0_BxTx4H: jax.Array, intervention: Intervention | None = None,
+        initial_state: tuple[jax.Array, jax.Array] | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """``run_layers`` in the family protocol's form: (top layer's h (B, T, H), {"h", "c"} (L, B, T, H))."""
+  h, c = run_layers(params, xproj0_BxTx4H, intervention, initial_state)
+  return h[-1], {"h": h, "c": c}
+
+
+def unembedding(params: Params) -> tuple[jax.Array, jax.Array]:
+  """(W (V, H), b (V,)) with logits = h W^T + b."""
+  return params["decoder"]["w"], params["decoder"]["b"]
 
 
 def decode(params: Params, h_top: jax.Array) -> jax.Array:
