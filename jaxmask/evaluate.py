@@ -31,7 +31,7 @@ INTERVENTIONS = ("counterfactual", "zero", "mean")
 @jax.jit
 def _margins_chunk(params: lstm.Params, items: interventions.Items, h0_LxBxH: jax.Array, c0_LxBxH: jax.Array) -> jax.Array:
   xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.prefix])
-  return interventions.margin(params, items, xproj0, None, None, None, initial_state=(h0_LxBxH, c0_LxBxH))
+  return interventions.margin(params, items, xproj0, None, None, initial_state=(h0_LxBxH, c0_LxBxH))
 
 
 def margins(params: lstm.Params, items: interventions.Items,

@@ -200,6 +200,18 @@ def run(params: Params, xproj0_BxTx4H: jax.Array, intervention: Intervention | N
   return h[-1], {"h": h, "c": c}
 
 
+def state_at(states: dict[str, jax.Array], step: int) -> tuple[jax.Array, jax.Array]:
+  """The carried state (h, c), each (L, B, H), after ``step``: a later run's ``initial_state``."""
+  return states["h"][:, :, step], states["c"][:, :, step]
+
+
+def activation_floats(params: Params, steps: int) -> int:
+  """Floats one intervened run holds per item and step: about 8H per layer (gate pre-activations, h, c, r)."""
+  del steps
+  cfg = config_of(params)
+  return cfg["num_layers"] * cfg["hidden_size"] * 8
+
+
 def unembedding(params: Params) -> tuple[jax.Array, jax.Array]:
   """(W (V, H), b (V,)) with logits = h W^T + b."""
   return params["decoder"]["w"], params["decoder"]["b"]

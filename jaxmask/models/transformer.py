@@ -196,6 +196,14 @@ def run(params: Params, x_BxTxD: jax.Array, intervention: Intervention | None = 
   return layer_norm(params["ln_f"], x), {"mlp": jnp.stack(mlps), "heads": jnp.stack(heads)}
 
 
+def activation_floats(params: Params, steps: int) -> int:
+  """Floats one intervened run holds per item and position: per layer the residual stream and its norms,
+  q, k, v and the head outputs (about 8D), the MLP's hidden layer and its replacement (2F), and one row of
+  attention scores per head (nH * steps)."""
+  cfg = config_of(params)
+  return cfg["num_layers"] * (8 * cfg["d_model"] + 2 * cfg["d_mlp"] + cfg["num_heads"] * steps)
+
+
 def unembedding(params: Params) -> tuple[jax.Array, jax.Array]:
   """(W (V, D), b (V,)) with logits = top W^T + b; GPT-2's head has no bias."""
   return params["lm_head"], jnp.zeros((params["lm_head"].shape[0],), params["lm_head"].dtype)
