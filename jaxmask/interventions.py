@@ -109,7 +109,8 @@ def replacement_kind(replacement: str) -> Replacement:
 
 def replacement_states(params: Params, items: Items, replacement: str, mean: dict | None
                        ) -> dict[str, jax.Array]:
-  """The replacement states r of a kind in ``REPLACEMENTS`` ({"h", "c"} for an LSTM), broadcastable to (L, B, T, ...)."""
+  """The replacement states r of a kind in ``REPLACEMENTS`` ({"h", "c"} for an LSTM), broadcastable to
+  (L, B, T, ...)."""
   return replacement_kind(replacement).states(params, items, mean)
 
 

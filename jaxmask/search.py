@@ -14,8 +14,9 @@ run reaches a discrete set (gates open at the start, a ramp, a final phase on ha
 instead of lambda) is endgame.py's.
 
 Everything that does not depend on the gates is computed once and shared by every lambda and step: the
-model's embedded input (an LSTM's layer-0 input projection), the replacement (counterfactual) states and, for the control term, the clean
-model's distribution. The lambda axis is sharded over the available devices (a mesh of one on one device).
+model's embedded input (an LSTM's layer-0 input projection), the replacement (counterfactual) states and,
+for the control term, the clean model's distribution. The lambda axis is sharded over the available
+devices (a mesh of one on one device).
 The items, replacement kinds and margins are interventions.py's; this module is the optimisation only.
 """
 
@@ -315,8 +316,8 @@ def sweep(params: Params, items: Items, lambdas, seed: int = 0, *, config: Searc
       batch_size, sites, replacement, objective, mu, num_samples, baseline, init_logit, schedule,
       ramp_fraction, hard_fraction, targets, multiplier_lr), which override ``config``'s. In short: method
       "hard_concrete" or "reinforce"; Adam for ``steps`` steps on minibatches of ``batch_size`` items;
-      sites "h" or "hc" (LSTM), "mlp", "heads" or "mlp,heads" (transformer); replacement "counterfactual", "zero", "mean" (``mean_h`` or the prefixes' mean)
-      or "learned"; objective "flip" or "neutralise"; ``mu`` > 0 adds mu * KL on ``control`` text (merged
+      sites "h" or "hc" (LSTM), "mlp", "heads" or "mlp,heads" (transformer); replacement "counterfactual",
+      "zero", "mean" (``mean_h`` or the prefixes' mean) or "learned" (LSTM); objective "flip" or "neutralise"; ``mu`` > 0 adds mu * KL on ``control`` text (merged
       KL when ``control.classes_V`` is set); the end-game settings are endgame.py's.
     chunk_steps: run the steps in jitted chunks of this size, calling ``callback(state, losses)`` after each
       (progress, checkpoints); results do not depend on it.

@@ -33,13 +33,13 @@ def test_shapes_config_units_and_names():
   assert {k: cfg[k] for k in transformer.CONFIG_KEYS} == {"vocab_size": V, "max_positions": P, "d_model": D,
                                                          "num_layers": L, "num_heads": NH, "d_mlp": F}
   assert transformer.num_units(params, "mlp") == L * F and transformer.num_units(params, "heads") == L * NH
-  assert transformer.num_units(params, "mlp,heads") == L * (F + NH)
+  assert transformer.num_units(params, "mlp,heads") == L * (F + NH) and transformer.num_units(params, "h") == L * F
   assert transformer.readable(F + 3, L, F, NH, "mlp") == "L2:mlp:3"
   assert transformer.readable(L * F + NH + 1, L, F, NH, "mlp,heads") == "L2:head:1"
   assert transformer.readable(1, L, F, NH, "heads") == "L1:head:1"
   assert models.get("transformer") is transformer and models.of_params(params) is transformer
-  with pytest.raises(ValueError, match="transformer sites must be one of mlp, heads, mlp,heads; got 'h'"):
-    transformer.num_units(params, "h")
+  with pytest.raises(ValueError, match="transformer sites must be one of mlp, heads, mlp,heads .or h, the same as mlp.; got 'hc'"):
+    transformer.num_units(params, "hc")
 
 
 def test_causal_and_states(model):

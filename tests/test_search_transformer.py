@@ -1,8 +1,9 @@
 """The intervention engine and the sweep on a transformer: a planted head that alone carries the flipped word.
 
-In a random 2-layer model every head's output projection is zeroed except layer 0's head 1, so the only
-path from position 1 (where x and x' differ) to the last position is that head: replacing it by its
-counterfactual value flips every item, and no other unit can.
+In a random 2-layer model every head's output projection is zeroed except layer 0's head 1, whose query
+and key weights are zeroed too (it averages the values of every earlier position), so the only path from
+position 1 (where x and x' differ) to the last position is that head: replacing it by its counterfactual
+value flips every item, and no other head can.
 """
 
 import jax
@@ -23,11 +24,12 @@ def planted_params():
   params = jax.tree.map(lambda a: 25.0 * a, transformer.init(jax.random.key(0), V, P, D, L, NH, F))
   for l, block in enumerate(params["blocks"]):
     keep = jnp.zeros((NH, 1, 1)).at[HEAD].set(1.0 if l == 0 else 0.0)
-    block["attn"] = dict(block["attn"], w_out=block["attn"]["w_out"] * keep)
+    uniform = jnp.ones((3, NH, 1)).at[:2, HEAD].set(0.0 if l == 0 else 1.0)  # no q, k: uniform causal attention
+    block["attn"] = dict(block["attn"], w_out=block["attn"]["w_out"] * keep, w_qkv=block["attn"]["w_qkv"] * uniform)
   return params
 
 
-def planted_items(params, n=400, seed=0):
+def planted_items(params, n=800, seed=0):
   """Items whose target y (foil y') is the token the clean (counterfactual) prefix prefers most over the other."""
   rng = np.random.default_rng(seed)
   prefix = rng.integers(0, V, (n, T))
@@ -72,8 +74,8 @@ def test_engine_margins_are_the_models_logits(planted):
 @pytest.mark.parametrize("sites,unit", [("heads", HEAD), ("mlp,heads", HEAD_UNIT)])
 def test_sweep_finds_the_planted_head(planted, sites, unit):
   params, items = planted
-  result = search.sweep(params, items, [0.05, 5.0], seed=0, steps=200, batch_size=32, sites=sites)
-  assert result.units == [[unit], []]
+  result = search.sweep(params, items, [0.05, 1e3], seed=0, steps=200, batch_size=32, sites=sites)
+  assert result.units == [[unit], []]  # margins are tens of nats: only a huge lambda outweighs the head
   flip, _ = sweeps.flip_rates(np.asarray(interventions.margins(
       params, items, interventions.units_to_gates(result.units, transformer.num_units(params, sites)), sites=sites)),
       [type("Pair", (), {"condition": "all"})()] * items.prefix.shape[0])

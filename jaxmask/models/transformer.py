@@ -18,6 +18,8 @@ A block is pre-LayerNorm (:math:`\epsilon = 10^{-5}`), with causal attention and
 Units are the MLP neurons (each layer's F post-GELU activations) and the attention heads (each head's
 output o_n before the output projection, all dh coordinates gated together), chosen by ``sites``: "mlp",
 "heads" or "mlp,heads"; flat ids run over [mlp of layer 0, ..., layer L-1, then heads of each layer].
+"h", every engine function's default site, means "mlp" here (the hidden layer of each block's MLP), so
+code written for the LSTM's default runs unchanged on a transformer.
 An intervention replaces them at every position of a span as for the LSTM, s~ = (1 - z) s + z r.
 """
 
@@ -70,8 +72,10 @@ def config_of(params: Params) -> dict[str, int]:
 
 
 def _site_list(sites: str) -> list[str]:
+  if sites == "h":
+    return ["mlp"]
   if sites not in SITES:
-    raise ValueError(f"transformer sites must be one of {', '.join(SITES)}; got {sites!r}.")
+    raise ValueError(f"transformer sites must be one of {', '.join(SITES)} (or h, the same as mlp); got {sites!r}.")
   return sites.split(",")
 
 
