@@ -317,8 +317,9 @@ def sweep(params: Params, items: Items, lambdas, seed: int = 0, *, config: Searc
       ramp_fraction, hard_fraction, targets, multiplier_lr), which override ``config``'s. In short: method
       "hard_concrete" or "reinforce"; Adam for ``steps`` steps on minibatches of ``batch_size`` items;
       sites "h" or "hc" (LSTM), "mlp", "heads" or "mlp,heads" (transformer); replacement "counterfactual",
-      "zero", "mean" (``mean_h`` or the prefixes' mean) or "learned" (LSTM); objective "flip" or "neutralise"; ``mu`` > 0 adds mu * KL on ``control`` text (merged
-      KL when ``control.classes_V`` is set); the end-game settings are endgame.py's.
+      "zero", "mean" (``mean_h`` or the prefixes' mean) or "learned" (LSTM); objective "flip" or "neutralise";
+      ``mu`` > 0 adds mu * KL on ``control`` text (merged KL when ``control.classes_V`` is set); the end-game
+      settings are endgame.py's.
     chunk_steps: run the steps in jitted chunks of this size, calling ``callback(state, losses)`` after each
       (progress, checkpoints); results do not depend on it.
     state: a SweepState to resume from (from ``callback`` or an earlier result).
