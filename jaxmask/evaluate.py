@@ -22,7 +22,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from jaxmask import checkpoints, interventions, report
+from jaxmask import checkpoints, interventions, models, report
 from jaxmask.models import lstm
 
 INTERVENTIONS = ("counterfactual", "zero", "mean")
@@ -131,7 +131,7 @@ def flip_rates(params: lstm.Params, items: interventions.Items, units: np.ndarra
   """
   if intervention not in INTERVENTIONS:
     raise ValueError(f"--intervention must be one of {', '.join(INTERVENTIONS)}, got {intervention!r}.")
-  gates_1xN = interventions.units_to_gates([units.tolist()], lstm.num_units(params, "h"))
+  gates_1xN = interventions.units_to_gates([units.tolist()], models.of_params(params).num_units(params, "h"))
   margins_1xB = interventions.margins(params, items, gates_1xN, replacement=intervention, sites="h")
   return accuracy_by_condition(np.asarray(margins_1xB)[0] < 0, conditions)
 
@@ -267,7 +267,7 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     params, config, vocab = checkpoints.load(FLAGS.checkpoint) if FLAGS.checkpoint else checkpoints.load_default()
     language = checkpoints.language_of(config)
     pairs = load_items(FLAGS.items, FLAGS.format, FLAGS.n_per_cell, FLAGS.seed, language)
-    units = parse_units(FLAGS.units, lstm.num_units(params, "h")) if FLAGS.units is not None else None
+    units = parse_units(FLAGS.units, models.of_params(params).num_units(params, "h")) if FLAGS.units is not None else None
     pct_female = None
     if any({p.target.lower(), p.foil.lower()} == {"he", "she"} for p in pairs):
       from jaxmask import grammar

@@ -105,7 +105,7 @@ def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.P
 
 
 def trace_data(params: lstm.Params, pairs: list[data.Pair], items: interventions.Items, units: list[int],
-               phenomenon: str, max_units: int = 16) -> dict[str, Any]:
+               phenomenon: str, max_units: int = 16, sites: str = "hc") -> dict[str, Any]:
   """Mean activation of the selected units at each position, for the two groups of items.
 
   Agreement: nounPP items (of the most common length), singular vs plural subject. Gender: she- vs
@@ -118,10 +118,10 @@ def trace_data(params: lstm.Params, pairs: list[data.Pair], items: interventions
   common = int(np.bincount(lengths).argmax())
   chosen = [b for b in chosen if int(items.length[b]) == common]
   units = list(units)[:max_units]
-  _, states = lstm.apply(params, items.prefix[np.asarray(chosen)][:, :common], return_states=True)
-  flat = jnp.concatenate([states["h"], states["c"]], axis=0)  # (2L, B, T, H) in flat-id order
-  num_layers, hidden = states["h"].shape[0], states["h"].shape[-1]
-  acts = np.stack([np.asarray(flat[u // hidden, :, :, u % hidden]) for u in units], axis=1) if units else \
+  model = models.of_params(params)
+  _, states = model.apply(params, items.prefix[np.asarray(chosen)][:, :common], return_states=True)
+  values_BxTxN = model.unit_values(states, sites)  # flat-id order ("hc": every LSTM unit)
+  acts = np.swapaxes(np.asarray(values_BxTxN[:, :, np.asarray(units, int)]), 1, 2) if units else \
       np.zeros((len(chosen), 0, common))
   groups = {}
   for name in sorted({group_of(pairs[b]) for b in chosen}):
@@ -129,7 +129,7 @@ def trace_data(params: lstm.Params, pairs: list[data.Pair], items: interventions
     groups[name] = acts[rows].mean(axis=0).tolist()
   example = pairs[chosen[0]]
   return {"positions": common, "words": [data.EOS] + list(example.prefix) + [f"({example.target}/{example.foil})"],
-          "groups": groups, "units": [lstm.readable(u, num_layers, hidden) for u in units]}
+          "groups": groups, "units": [model.unit_name(params, u, sites) for u in units]}
 
 
 
@@ -186,7 +186,7 @@ def run(config: Config) -> dict[str, Any]:
   chosen, reached = select(sweep_rows, config.target_flip, config.select_by == "every_condition")
   sel = sweep_rows[chosen]
   selected = {"method": config.method, "lambda": sel["lambda"], "units": sel["units"],
-              "units_readable": [model.readable(u, num_layers, hidden) for u in sel["units"]],
+              "units_readable": [model.unit_name(params, u, config.sites) for u in sel["units"]],
               "units_lakretz": [u + 1 for u in sel["units"]],
               "size": len(sel["units"]), "fraction_of_units": len(sel["units"]) / n,
               "reached_target": reached, "heldout_flip_rate": sel["heldout_flip_rate"],
@@ -198,7 +198,8 @@ def run(config: Config) -> dict[str, Any]:
 
   out: dict[str, Any] = {
       "config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
-      "model": {"checkpoint": checkpoint_dir, "layers": num_layers, "hidden": hidden, "num_units": n,
+      "model": {"checkpoint": checkpoint_dir, "family": model_config.get("family", "lstm"), "layers": num_layers,
+                "hidden": hidden, "num_units": n,
                 "vocab_size": model_config["vocab_size"]},
       "items": {"search": {**search_stats, **search_known}, "heldout": {**heldout_stats, **heldout_known},
                 "heldout_clean_accuracy": float((clean > 0).mean()),
@@ -213,6 +214,6 @@ def run(config: Config) -> dict[str, Any]:
     out["seeds"] = seed_stability(params, search_items, config, sel, (heldout_items, heldout_pairs), control)
     timing["seeds_seconds"] = time.perf_counter() - t0
   timing["total_seconds"] = time.perf_counter() - start
-  traces = trace_data(params, heldout_pairs, heldout_items, sel["units"], config.phenomenon)
+  traces = trace_data(params, heldout_pairs, heldout_items, sel["units"], config.phenomenon, sites=config.sites)
   report.write(config.workdir, out, traces)
   return out

@@ -6,7 +6,8 @@ A family is a module with ``init``, ``apply(params, tokens, return_states, inter
 (interventions.py, search.py) it also has ``SITES``, ``RESUMABLE`` (whether a run can start from a carried
 state), ``embed_inputs(params, tokens)`` (the gate-independent input), ``run(params, inputs, intervention,
 initial_state)`` -> (top hidden (B, T, D), states), ``unembedding``, ``decode``, ``state_shapes``,
-``site_states(sites)`` and ``intervention_of(gates, r, sites)``.
+``site_states(sites)``, ``intervention_of(gates, r, sites)``, ``activation_floats`` (memory per step), and
+for the reports ``unit_values(states, sites)`` (B, T, N) and ``unit_name(params, unit, sites)``.
 A new family is one module here and one entry in ``FAMILIES``.
 """
 

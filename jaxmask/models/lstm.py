@@ -238,6 +238,19 @@ def apply(params: Params, tokens_BxT: jax.Array, return_states: bool = False,
   return logits
 
 
+def unit_values(states: dict[str, jax.Array], sites: str = "h") -> jax.Array:
+  """Every unit's value at every step, in the order of the gate vector: (B, T, N) from {"h", "c"} (L, B, T, H)."""
+  return jnp.concatenate([jnp.moveaxis(states[s], 0, 2).reshape(states[s].shape[1:3] + (-1,))
+                          for s in site_states(sites)], axis=-1)
+
+
+def unit_name(params: Params, unit: int, sites: str = "h") -> str:
+  """:func:`readable` with the sizes read from ``params``."""
+  del sites
+  cfg = config_of(params)
+  return readable(unit, cfg["num_layers"], cfg["hidden_size"])
+
+
 def readable(unit: int, num_layers: int, hidden_size: int) -> str:
   """A flat 0-based unit id as "L{layer, 1-based}:{h|c}:{index, 0-based}", e.g. 775 of 2x650 -> "L2:h:125".
 

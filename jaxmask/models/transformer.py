@@ -226,6 +226,20 @@ def apply(params: Params, tokens_BxT: jax.Array, return_states: bool = False,
   return (logits, states) if return_states else logits
 
 
+def unit_values(states: dict[str, jax.Array], sites: str = "mlp") -> jax.Array:
+  """Every unit's value at every position, in the order of the gate vector: (B, T, N). A neuron's value is its
+  activation; a head's, the Euclidean norm of its output o_n (a head has dh coordinates, one gate)."""
+  values = {"mlp": states["mlp"], "heads": jnp.linalg.norm(states["heads"], axis=-1)}
+  return jnp.concatenate([jnp.moveaxis(values[s], 0, 2).reshape(values[s].shape[1:3] + (-1,))
+                          for s in _site_list(sites)], axis=-1)
+
+
+def unit_name(params: Params, unit: int, sites: str = "mlp") -> str:
+  """:func:`readable` with the sizes read from ``params``."""
+  cfg = config_of(params)
+  return readable(unit, cfg["num_layers"], cfg["d_mlp"], cfg["num_heads"], sites)
+
+
 def readable(unit: int, num_layers: int, d_mlp: int, num_heads: int = 0, sites: str = "mlp") -> str:
   """A flat 0-based unit id as "L{layer, 1-based}:mlp:{neuron}" or "L{layer}:head:{head}" (0-based indices)."""
   for site in _site_list(sites):
