@@ -163,6 +163,9 @@ def attention(p: Params, x_BxTxD: jax.Array) -> jax.Array:
 
 def embed_inputs(params: Params, tokens_BxT: jax.Array) -> jax.Array:
   """The gate-independent input of the blocks: token plus position embeddings, (B, T, D)."""
+  if tokens_BxT.shape[1] > params["wpe"].shape[0]:
+    raise ValueError(f"a sequence of {tokens_BxT.shape[1]} tokens is longer than the model's "
+                     f"{params['wpe'].shape[0]} positions; shorten the items or the text.")
   return params["wte"][tokens_BxT] + params["wpe"][:tokens_BxT.shape[1]]
 
 
