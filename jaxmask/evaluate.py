@@ -22,7 +22,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from jaxmask import checkpoints, interventions, models, report
+from jaxmask import checkpoints, interventions, models, report, subword
 from jaxmask.models import lstm
 
 INTERVENTIONS = ("counterfactual", "zero", "mean")
@@ -147,7 +147,8 @@ def flip_rates(params: lstm.Params, items: interventions.Items, units: np.ndarra
 
 def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], units: np.ndarray | None = None,
                    intervention: str = "counterfactual", pct_female: dict[str, float] | None = None,
-                   contexts: Sequence[Sequence[int]] | None = None, per_item: bool = False) -> dict[str, Any]:
+                   contexts: Sequence[Sequence[int]] | None = None, per_item: bool = False,
+                   tokenizer=None) -> dict[str, Any]:
   """The evaluate command's JSON for ``pairs`` (``data.Pair``): accuracy and, with ``units``, flip rates.
 
   Args:
@@ -160,6 +161,9 @@ def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], 
       combinations); None reads each item from the initial state. Gender and flip rates always use the
       initial state.
     per_item: add every scored item's margin, in input order.
+    tokenizer: a subword tokenizer (``subword.tokenizer_of``): every pair is scored by the summed
+      log-probabilities of its words' tokens, and flip rates use the pairs whose target and foil are one
+      token each and whose prefixes align (``subword.encode``; adds its skip counts as ``flip_stats``).
 
   Returns:
     ``{"accuracy", "by_condition", "items", "skipped_oov", "unk_tokens"}``; plus ``"by_task"`` and
@@ -170,10 +174,17 @@ def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], 
   """
   from jaxmask import data
   pairs = list(pairs)
-  items, kept, stats = data.encode(pairs, vocab, prepend_eos=True)
+  if tokenizer is not None:
+    if contexts:
+      raise ValueError("running-text contexts (--context_sentences) are read word by word; they need a word-level "
+                       "vocabulary.")
+    kept, stats = list(range(len(pairs))), {"skipped_oov": 0, "unk_tokens": 0}
+    m = subword.summed_margins(params, tokenizer, pairs) if pairs else np.zeros((0,), np.float32)
+  else:
+    items, kept, stats = data.encode(pairs, vocab, prepend_eos=True)
+    m = margins(params, items)
   kept_pairs = [pairs[i] for i in kept]
   conditions = [p.condition or "all" for p in kept_pairs]
-  m = margins(params, items)
   if contexts:
     states = [context_state(params, ids) for ids in contexts]
     correct = np.concatenate([margins(params, items, state) > 0 for state in states])
@@ -199,6 +210,10 @@ def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], 
     if intervention == "counterfactual" and any(p.counterfactual is None for p in kept_pairs):
       raise ValueError("--intervention=counterfactual needs a counterfactual prefix for every item; add a "
                        "counterfactual column or use --intervention=zero or mean.")
+    if tokenizer is not None:
+      items, flip_kept, flip_stats = subword.encode(kept_pairs, tokenizer)
+      conditions = [conditions[i] for i in flip_kept]
+      result["flip_stats"] = flip_stats
     rate, rate_by_condition = flip_rates(params, items, units, intervention, conditions)
     result.update(flip_rate=rate, flip_rate_by_condition=rate_by_condition, units=[int(u) for u in units],
                   intervention=intervention)
@@ -281,6 +296,7 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     if not FLAGS.items:
       raise ValueError("--items is required: a minimal-pair TSV file or builtin:agreement / builtin:gender.")
     params, config, vocab = checkpoints.load(FLAGS.checkpoint) if FLAGS.checkpoint else checkpoints.load_default()
+    tokenizer = subword.tokenizer_of(FLAGS.checkpoint, config) if FLAGS.checkpoint else None
     language = checkpoints.language_of(config)
     pairs = load_items(FLAGS.items, FLAGS.format, FLAGS.n_per_cell, FLAGS.seed, language)
     units = parse_units(FLAGS.units, models.of_params(params).num_units(params, "h")) if FLAGS.units is not None else None
@@ -291,7 +307,8 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     contexts = None
     if FLAGS.context_sentences > 0:
       contexts = running_text(vocab, 5, FLAGS.context_sentences, FLAGS.seed, language)
-    result = evaluate_pairs(params, vocab, pairs, units, FLAGS.intervention, pct_female, contexts, FLAGS.per_item)
+    result = evaluate_pairs(params, vocab, pairs, units, FLAGS.intervention, pct_female, contexts, FLAGS.per_item,
+                            tokenizer)
     text = json.dumps(report.finite(result), indent=2)
     if FLAGS.output:
       os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)

@@ -14,7 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import checkpoints, data, grammar, interventions, models, phenomena, report
+from jaxmask import checkpoints, data, grammar, interventions, models, phenomena, report, subword
 from jaxmask.compare import compare_methods, evaluate_sets, seed_stability
 from jaxmask.config import Config, ExperimentError
 from jaxmask.models import lstm
@@ -51,16 +51,17 @@ def _pairs(path: str, flag: str, phenomenon: str, split: str, per_cell: int, see
   return pairs
 
 
-def encode_pairs(pairs: list[data.Pair], vocab: list[str], what: str, needs_counterfactual: bool
+def encode_pairs(pairs: list[data.Pair], vocab: list[str], what: str, needs_counterfactual: bool, tokenizer=None
                  ) -> tuple[interventions.Items, list[data.Pair], dict]:
-  """Encodes pairs, keeping those whose target and foil are in the vocabulary; errors name the flag."""
+  """Encodes pairs, keeping those whose target and foil are in the vocabulary (with a subword ``tokenizer``:
+  one token each, and prefixes that align, subword.py); errors name the flag."""
   if needs_counterfactual:
     missing = [p for p in pairs if p.counterfactual is None]
     if missing:
       raise ExperimentError(f"{missing[0].source or what}: no counterfactual prefix; add a counterfactual column or "
                             f"use --replacement=zero|mean.")
   try:
-    items, kept, stats = data.encode(pairs, vocab)
+    items, kept, stats = subword.encode(pairs, tokenizer) if tokenizer else data.encode(pairs, vocab)
   except data.DataError as e:
     raise ExperimentError(str(e)) from e
   if stats["items"] == 0:
@@ -85,12 +86,15 @@ def known(params: lstm.Params, items: interventions.Items, pairs: list[data.Pair
   return items.take(keep), [pairs[i] for i in keep], stats
 
 
-def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.Pair] = (), language: str = "small"
-                 ) -> interventions.Control:
+def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.Pair] = (), language: str = "small",
+                 tokenizer=None) -> interventions.Control:
   """Held-out generated sentences (not in training) as rows from the initial state: <eos> sentence.
 
   ``pairs`` (the phenomenon's items) set the word classes of the merged control KL (``data.outcome_classes``).
   """
+  if tokenizer is not None:
+    return subword.control(tokenizer, grammar.corpus(sentences, seed, split="control", language=language),
+                           list(pairs), len(vocab))
   index = {w: i for i, w in enumerate(vocab)}
   unk = index.get(data.UNK, index[data.EOS])
   rows = [[index[data.EOS]] + [data.normalize(w, index) or unk for w in s.split()]
@@ -144,21 +148,26 @@ def run(config: Config) -> dict[str, Any]:
   num_layers, hidden = model_config["num_layers"], model_config["hidden_size"]
   model = models.family_of(model_config)
   n = model.num_units(params, config.sites)
+  try:
+    tokenizer = subword.tokenizer_of(checkpoint_dir, model_config)
+  except data.DataError as e:
+    raise ExperimentError(f"--checkpoint: {e}") from e
   needs_cf = config.replacement == "counterfactual"
   other_name = phenomena.get(config.phenomenon).counterpart
   search_items, search_pairs, search_stats = encode_pairs(
       _pairs(config.train_items, "--train_items", config.phenomenon, "search", config.train_per_cell, config.seed,
              language),
-      vocab, "--train_items", needs_cf)
+      vocab, "--train_items", needs_cf, tokenizer)
   heldout_items, heldout_pairs, heldout_stats = encode_pairs(
       _pairs(config.eval_items, "--eval_items", config.phenomenon, "heldout", config.eval_per_cell, config.seed,
              language),
-      vocab, "--eval_items", needs_cf)
+      vocab, "--eval_items", needs_cf, tokenizer)
   other_items, other_pairs, _ = encode_pairs(builtin_pairs(other_name, "heldout", config.eval_per_cell, config.seed,
              language),
-                                             vocab, f"built-in {other_name} items", needs_cf)
+                                             vocab, f"built-in {other_name} items", needs_cf, tokenizer)
   # The control text's merged KL groups the words of this phenomenon's choices (every item's y and y').
-  control = control_text(vocab, config.control_sentences, config.seed + 1, search_pairs + heldout_pairs, language)
+  control = control_text(vocab, config.control_sentences, config.seed + 1, search_pairs + heldout_pairs, language,
+                         tokenizer)
   clean = np.asarray(interventions.margins(params, heldout_items))[0]
   clean_by_condition = {k: 1 - v for k, v in flip_rates(clean[None], heldout_pairs)[1][0].items()}
   search_known = heldout_known = {}
