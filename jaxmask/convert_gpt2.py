@@ -93,8 +93,7 @@ def params_from_state_dict(state: Mapping[str, np.ndarray], num_heads: int) -> t
   if wpe.ndim != 2 or wpe.shape[1] != d_model:
     raise ConvertError(f"transformer.wpe.weight has shape {wpe.shape} where (positions, {d_model}) was expected; "
                        f"the weights are not a consistent GPT-2 model.")
-  params = {"wte": wte, "wpe": wpe,
-            "blocks": blocks, "ln_f": norm("ln_f"), "lm_head": head}
+  params = {"wte": wte, "wpe": wpe, "blocks": blocks, "ln_f": norm("ln_f"), "lm_head": head}
   extra = sorted(set(state) - used)
   if extra:
     raise ConvertError(f"the weights have entries a GPT-2 LM does not ({', '.join(extra[:3])}"
@@ -115,6 +114,9 @@ def read_weights(directory: str) -> tuple[dict[str, np.ndarray], str]:
   path = os.path.join(directory, "pytorch_model.bin")
   if os.path.isfile(path):
     return load_torch_state(path)[0], path
+  if os.path.isfile(os.path.join(directory, "model.safetensors.index.json")):
+    raise ConvertError(f"{directory} holds a sharded checkpoint (model.safetensors.index.json), which is not "
+                       f"supported; re-save it in one file with save_pretrained(..., max_shard_size=\"100GB\").")
   raise ConvertError(f"{directory} has neither model.safetensors nor pytorch_model.bin; save the model there with "
                      f"save_pretrained.")
 

@@ -178,18 +178,16 @@ def run(params: Params, x_BxTxD: jax.Array, intervention: Intervention | None = 
   num_layers = len(params["blocks"])
   batch, steps = x_BxTxD.shape[:2]
   shapes = state_shapes(params)
-  span = None
-  gates = {}
+  span, gates = None, [{}] * num_layers
   if intervention is not None:
     if intervention.span_BxT is not None:
       span = jnp.broadcast_to(intervention.span_BxT, (batch, steps))
-    per_layer = units_per_layer(params)
-    gates = [intervention.layer_gates(l, num_layers, per_layer) for l in range(num_layers)]
-    full = lambda r, s: jnp.broadcast_to(r, (num_layers, batch, steps) + s[1:])
+    gates = [intervention.layer_gates(l, num_layers, units_per_layer(params)) for l in range(num_layers)]
+  full = lambda r, s: jnp.broadcast_to(r, (num_layers, batch, steps) + s[1:])
   mlps, heads = [], []
   x = x_BxTxD
   for l, block in enumerate(params["blocks"]):
-    g = gates[l] if gates else {}
+    g = gates[l]
     o = attention(block["attn"], layer_norm(block["ln_1"], x))
     if "heads" in g:
       o = _mix(o, g["heads"][:, None], full(intervention.heads_LxBxTxHxK, shapes["heads"])[l], span)
