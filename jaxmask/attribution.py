@@ -38,7 +38,7 @@ def single_unit_effects(params: lstm.Params, items: interventions.Items, replace
   N + 1 rows of one ``interventions.margins`` call (vmapped, in chunks, the items grouped by length so that no
   padded step is run). Larger = more important.
   """
-  n = models.of_params(params).num_units(params, sites)
+  n = models.num_units(params, sites)
   losses = mean_losses(params, items, jnp.eye(n + 1, n, k=-1), replacement, mean_h, sites, by_length=True)
   return losses[0] - losses[1:]
 
@@ -84,7 +84,7 @@ def integrated_gradients(params: lstm.Params, items: interventions.Items, steps:
   """
   if steps < 1:
     raise ValueError(f"steps must be positive, got {steps}.")
-  n = models.of_params(params).num_units(params, sites)
+  n = models.num_units(params, sites)
   alphas = jnp.linspace(0.0, 1.0, steps + 1)
   grads_SxN = _gate_gradients(params, items, alphas[:, None] * jnp.ones((1, n)), replacement, mean_h, sites)
   weights_S = jnp.full((steps + 1,), 1.0 / steps).at[jnp.array([0, steps])].set(0.5 / steps)
@@ -113,7 +113,7 @@ def attribution_patching(params: lstm.Params, items: interventions.Items, replac
   affine in :math:`z_i` (e.g. the margin itself, ``loss_fn=lambda m: m``, of a one-layer LSTM with no
   recurrent h weights), and otherwise the Taylor estimate of :func:`single_unit_effects`.
   """
-  n = models.of_params(params).num_units(params, sites)
+  n = models.num_units(params, sites)
   return -_gate_gradients(params, items, jnp.zeros((1, n)), replacement, mean_h, sites, loss_fn)[0]
 
 

@@ -140,7 +140,7 @@ def flip_rates(params: lstm.Params, items: interventions.Items, units: np.ndarra
   """
   if intervention not in INTERVENTIONS:
     raise ValueError(f"--intervention must be one of {', '.join(INTERVENTIONS)}, got {intervention!r}.")
-  gates_1xN = interventions.units_to_gates([units.tolist()], models.of_params(params).num_units(params, "h"))
+  gates_1xN = interventions.units_to_gates([units.tolist()], models.num_units(params, "h"))
   margins_1xB = interventions.margins(params, items, gates_1xN, replacement=intervention, sites="h")
   return accuracy_by_condition(np.asarray(margins_1xB)[0] < 0, conditions)
 
@@ -299,7 +299,7 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     tokenizer = subword.tokenizer_of(FLAGS.checkpoint, config) if FLAGS.checkpoint else None
     language = checkpoints.language_of(config)
     pairs = load_items(FLAGS.items, FLAGS.format, FLAGS.n_per_cell, FLAGS.seed, language)
-    units = parse_units(FLAGS.units, models.of_params(params).num_units(params, "h")) if FLAGS.units is not None else None
+    units = parse_units(FLAGS.units, models.num_units(params, "h")) if FLAGS.units is not None else None
     pct_female = None
     if any({p.target.lower(), p.foil.lower()} == {"he", "she"} for p in pairs):
       from jaxmask import grammar

@@ -38,3 +38,8 @@ def family_of(model_config: dict) -> types.ModuleType:
 def of_params(params: dict) -> types.ModuleType:
   """The family module of a parameter pytree, read from its layout (a transformer's has "wte")."""
   return transformer if "wte" in params else lstm
+
+
+def num_units(params: dict, sites: str) -> int:
+  """N, the gateable units of any family's parameters at ``sites``."""
+  return of_params(params).num_units(params, sites)
