@@ -29,7 +29,7 @@ from jaxmask.models import lstm
 def _jax_loop_seconds(params, items, num_units: int) -> float:
   """N calls of one jitted single-intervention margin (gate = one-hot), batched over items."""
   shared = search.prepare(params, items, search.SearchConfig())
-  one = jax.jit(lambda z: interventions.margin(params, items, shared.xproj0_BxTx4H, z, shared.r_h, None))
+  one = jax.jit(lambda z: interventions.margin(params, items, shared.inputs, z, shared.r))
   eye = jnp.eye(num_units)
   jax.block_until_ready(one(eye[0]))
   start = time.perf_counter()

@@ -249,7 +249,7 @@ class Context:
 
 @jax.jit
 def _flip_loss(params, items, shared, gates_SxN):
-  margin = lambda z: interventions.margin(params, items, shared.xproj0_BxTx4H, z, shared.r_h, None)
+  margin = lambda z: interventions.margin(params, items, shared.inputs, z, shared.r)
   return jax.vmap(lambda z: jnp.mean(jax.nn.softplus(margin(z))))(gates_SxN)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxmask import endgame, interventions, phenomena, search
+from jaxmask import endgame, interventions, models, phenomena, search
 
 
 class ExperimentError(ValueError):
@@ -46,7 +46,8 @@ class Config:
   steps: int = setting(300, "Optimisation steps.")
   learning_rate: float = setting(0.1, "Adam learning rate of the gate logits.")
   batch_size: int = setting(64, "Items per step.")
-  sites: str = setting("h", "States that can be intervened: h of every layer, or h and c.", ("h", "hc"))
+  sites: str = setting("h", "Units that can be intervened: LSTM h of every layer, or h and c (hc); transformer "
+                             "MLP neurons (mlp, also h), attention heads (heads), or both (mlp,heads).", models.SITES)
   replacement: str = setting("counterfactual", "Replacement r.", tuple(interventions.REPLACEMENTS))
   mu: float = setting(0.0, "Weight of the KL control term on held-out text (0 = off).")
   seed: int = setting(0, "Random seed.")

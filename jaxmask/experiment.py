@@ -14,7 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import checkpoints, data, grammar, interventions, models, phenomena, report
+from jaxmask import checkpoints, data, grammar, interventions, models, phenomena, report, subword
 from jaxmask.compare import compare_methods, evaluate_sets, seed_stability
 from jaxmask.config import Config, ExperimentError
 from jaxmask.models import lstm
@@ -51,16 +51,17 @@ def _pairs(path: str, flag: str, phenomenon: str, split: str, per_cell: int, see
   return pairs
 
 
-def encode_pairs(pairs: list[data.Pair], vocab: list[str], what: str, needs_counterfactual: bool
+def encode_pairs(pairs: list[data.Pair], vocab: list[str], what: str, needs_counterfactual: bool, tokenizer=None
                  ) -> tuple[interventions.Items, list[data.Pair], dict]:
-  """Encodes pairs, keeping those whose target and foil are in the vocabulary; errors name the flag."""
+  """Encodes pairs, keeping those whose target and foil are in the vocabulary (with a subword ``tokenizer``:
+  one token each, and prefixes that align, subword.py); errors name the flag."""
   if needs_counterfactual:
     missing = [p for p in pairs if p.counterfactual is None]
     if missing:
       raise ExperimentError(f"{missing[0].source or what}: no counterfactual prefix; add a counterfactual column or "
                             f"use --replacement=zero|mean.")
   try:
-    items, kept, stats = data.encode(pairs, vocab)
+    items, kept, stats = subword.encode(pairs, tokenizer) if tokenizer else data.encode(pairs, vocab)
   except data.DataError as e:
     raise ExperimentError(str(e)) from e
   if stats["items"] == 0:
@@ -85,12 +86,15 @@ def known(params: lstm.Params, items: interventions.Items, pairs: list[data.Pair
   return items.take(keep), [pairs[i] for i in keep], stats
 
 
-def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.Pair] = (), language: str = "small"
-                 ) -> interventions.Control:
+def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.Pair] = (), language: str = "small",
+                 tokenizer=None) -> interventions.Control:
   """Held-out generated sentences (not in training) as rows from the initial state: <eos> sentence.
 
   ``pairs`` (the phenomenon's items) set the word classes of the merged control KL (``data.outcome_classes``).
   """
+  if tokenizer is not None:
+    return subword.control(tokenizer, grammar.corpus(sentences, seed, split="control", language=language),
+                           list(pairs), len(vocab))
   index = {w: i for i, w in enumerate(vocab)}
   unk = index.get(data.UNK, index[data.EOS])
   rows = [[index[data.EOS]] + [data.normalize(w, index) or unk for w in s.split()]
@@ -105,7 +109,7 @@ def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.P
 
 
 def trace_data(params: lstm.Params, pairs: list[data.Pair], items: interventions.Items, units: list[int],
-               phenomenon: str, max_units: int = 16) -> dict[str, Any]:
+               phenomenon: str, max_units: int = 16, sites: str = "hc") -> dict[str, Any]:
   """Mean activation of the selected units at each position, for the two groups of items.
 
   Agreement: nounPP items (of the most common length), singular vs plural subject. Gender: she- vs
@@ -118,10 +122,10 @@ def trace_data(params: lstm.Params, pairs: list[data.Pair], items: interventions
   common = int(np.bincount(lengths).argmax())
   chosen = [b for b in chosen if int(items.length[b]) == common]
   units = list(units)[:max_units]
-  _, states = lstm.apply(params, items.prefix[np.asarray(chosen)][:, :common], return_states=True)
-  flat = jnp.concatenate([states["h"], states["c"]], axis=0)  # (2L, B, T, H) in flat-id order
-  num_layers, hidden = states["h"].shape[0], states["h"].shape[-1]
-  acts = np.stack([np.asarray(flat[u // hidden, :, :, u % hidden]) for u in units], axis=1) if units else \
+  model = models.of_params(params)
+  _, states = model.apply(params, items.prefix[np.asarray(chosen)][:, :common], return_states=True)
+  values_BxTxN = model.unit_values(states, sites)  # flat-id order ("hc": every LSTM unit)
+  acts = np.swapaxes(np.asarray(values_BxTxN[:, :, np.asarray(units, int)]), 1, 2) if units else \
       np.zeros((len(chosen), 0, common))
   groups = {}
   for name in sorted({group_of(pairs[b]) for b in chosen}):
@@ -129,7 +133,7 @@ def trace_data(params: lstm.Params, pairs: list[data.Pair], items: interventions
     groups[name] = acts[rows].mean(axis=0).tolist()
   example = pairs[chosen[0]]
   return {"positions": common, "words": [data.EOS] + list(example.prefix) + [f"({example.target}/{example.foil})"],
-          "groups": groups, "units": [lstm.readable(u, num_layers, hidden) for u in units]}
+          "groups": groups, "units": [model.unit_name(params, u, sites) for u in units]}
 
 
 
@@ -144,21 +148,26 @@ def run(config: Config) -> dict[str, Any]:
   num_layers, hidden = model_config["num_layers"], model_config["hidden_size"]
   model = models.family_of(model_config)
   n = model.num_units(params, config.sites)
+  try:
+    tokenizer = subword.tokenizer_of(checkpoint_dir, model_config)
+  except data.DataError as e:
+    raise ExperimentError(f"--checkpoint: {e}") from e
   needs_cf = config.replacement == "counterfactual"
   other_name = phenomena.get(config.phenomenon).counterpart
   search_items, search_pairs, search_stats = encode_pairs(
       _pairs(config.train_items, "--train_items", config.phenomenon, "search", config.train_per_cell, config.seed,
              language),
-      vocab, "--train_items", needs_cf)
+      vocab, "--train_items", needs_cf, tokenizer)
   heldout_items, heldout_pairs, heldout_stats = encode_pairs(
       _pairs(config.eval_items, "--eval_items", config.phenomenon, "heldout", config.eval_per_cell, config.seed,
              language),
-      vocab, "--eval_items", needs_cf)
+      vocab, "--eval_items", needs_cf, tokenizer)
   other_items, other_pairs, _ = encode_pairs(builtin_pairs(other_name, "heldout", config.eval_per_cell, config.seed,
              language),
-                                             vocab, f"built-in {other_name} items", needs_cf)
+                                             vocab, f"built-in {other_name} items", needs_cf, tokenizer)
   # The control text's merged KL groups the words of this phenomenon's choices (every item's y and y').
-  control = control_text(vocab, config.control_sentences, config.seed + 1, search_pairs + heldout_pairs, language)
+  control = control_text(vocab, config.control_sentences, config.seed + 1, search_pairs + heldout_pairs, language,
+                         tokenizer)
   clean = np.asarray(interventions.margins(params, heldout_items))[0]
   clean_by_condition = {k: 1 - v for k, v in flip_rates(clean[None], heldout_pairs)[1][0].items()}
   search_known = heldout_known = {}
@@ -186,7 +195,7 @@ def run(config: Config) -> dict[str, Any]:
   chosen, reached = select(sweep_rows, config.target_flip, config.select_by == "every_condition")
   sel = sweep_rows[chosen]
   selected = {"method": config.method, "lambda": sel["lambda"], "units": sel["units"],
-              "units_readable": [model.readable(u, num_layers, hidden) for u in sel["units"]],
+              "units_readable": [model.unit_name(params, u, config.sites) for u in sel["units"]],
               "units_lakretz": [u + 1 for u in sel["units"]],
               "size": len(sel["units"]), "fraction_of_units": len(sel["units"]) / n,
               "reached_target": reached, "heldout_flip_rate": sel["heldout_flip_rate"],
@@ -198,7 +207,8 @@ def run(config: Config) -> dict[str, Any]:
 
   out: dict[str, Any] = {
       "config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
-      "model": {"checkpoint": checkpoint_dir, "layers": num_layers, "hidden": hidden, "num_units": n,
+      "model": {"checkpoint": checkpoint_dir, "family": model_config.get("family", "lstm"), "layers": num_layers,
+                "hidden": hidden, "num_units": n,
                 "vocab_size": model_config["vocab_size"]},
       "items": {"search": {**search_stats, **search_known}, "heldout": {**heldout_stats, **heldout_known},
                 "heldout_clean_accuracy": float((clean > 0).mean()),
@@ -213,6 +223,6 @@ def run(config: Config) -> dict[str, Any]:
     out["seeds"] = seed_stability(params, search_items, config, sel, (heldout_items, heldout_pairs), control)
     timing["seeds_seconds"] = time.perf_counter() - t0
   timing["total_seconds"] = time.perf_counter() - start
-  traces = trace_data(params, heldout_pairs, heldout_items, sel["units"], config.phenomenon)
+  traces = trace_data(params, heldout_pairs, heldout_items, sel["units"], config.phenomenon, sites=config.sites)
   report.write(config.workdir, out, traces)
   return out

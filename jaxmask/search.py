@@ -6,7 +6,7 @@ For a sparsity coefficient :math:`\lambda` the search minimises (METHOD.md)
    L(\theta; \lambda) = \mathrm{mean}_{items}\, E_{z \sim q_\theta}[\ell(m(z))] + \lambda E[L_0(z)]
                         + \mu\, \mathrm{KL}_{control}
 
-where :math:`m(z)` is logit(y) - logit(y') of the LSTM whose states are replaced,
+where :math:`m(z)` is logit(y) - logit(y') of the model (an LSTM or a transformer) whose units are replaced,
 :math:`\tilde s = (1 - z) s + z r`, at every step, and :math:`\ell` the flip (or neutralise) loss.
 ``method="hard_concrete"`` uses reparameterised Hard Concrete gates; ``method="reinforce"`` Bernoulli
 gates with the score-function estimator, with the same objective, data, optimiser and read-out. How the
@@ -14,8 +14,9 @@ run reaches a discrete set (gates open at the start, a ramp, a final phase on ha
 instead of lambda) is endgame.py's.
 
 Everything that does not depend on the gates is computed once and shared by every lambda and step: the
-layer-0 input projection, the replacement (counterfactual) states and, for the control term, the clean
-model's distribution. The lambda axis is sharded over the available devices (a mesh of one on one device).
+model's embedded input (an LSTM's layer-0 input projection), the replacement (counterfactual) states and,
+for the control term, the clean model's distribution. The lambda axis is sharded over the available
+devices (a mesh of one on one device).
 The items, replacement kinds and margins are interventions.py's; this module is the optimisation only.
 """
 
@@ -33,9 +34,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmask import endgame, gates, interventions, objectives
+from jaxmask import endgame, gates, interventions, models, objectives
 from jaxmask.items import Control, Items
-from jaxmask.models import lstm
+
+Params = dict
 
 METHODS = ("hard_concrete", "reinforce")
 
@@ -43,14 +45,12 @@ METHODS = ("hard_concrete", "reinforce")
 @flax.struct.dataclass
 class Shared:
   """Gate-independent arrays computed once per sweep and shared by every lambda and step."""
-  xproj0_BxTx4H: jax.Array
-  r_h: jax.Array          # replacement for h, broadcastable to (L, B, T, H)
-  r_c: jax.Array | None   # replacement for c when c is a site
-  control_xproj0: jax.Array | None = None
+  inputs: jax.Array       # the family's embed_inputs of the prefixes (an LSTM's layer-0 input projection)
+  r: dict                 # replacement states of the sites' state kinds, e.g. {"h": broadcastable to (L, B, T, H)}
+  control_inputs: jax.Array | None = None
   control_log_p: jax.Array | None = None
   control_mask: jax.Array | None = None
-  control_r_h: jax.Array | None = None
-  control_r_c: jax.Array | None = None
+  control_r: dict | None = None
   control_classes: jax.Array | None = None
 
 
@@ -89,8 +89,8 @@ class SearchConfig:
       raise ValueError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}.")
     if self.replacement not in interventions.REPLACEMENTS:
       raise ValueError(f"unknown replacement {self.replacement!r}; use one of {', '.join(interventions.REPLACEMENTS)}.")
-    if self.sites not in ("h", "hc"):
-      raise ValueError(f"sites must be 'h' or 'hc', got {self.sites!r}.")
+    if self.sites not in models.SITES:
+      raise ValueError(f"sites must be one of {', '.join(models.SITES)}, got {self.sites!r}.")
     if self.objective not in objectives.LOSSES:
       raise ValueError(f"unknown objective {self.objective!r}; use one of {', '.join(objectives.LOSSES)}.")
     if self.method == "reinforce" and self.baseline == "leave_one_out" and self.num_samples < 2:
@@ -153,33 +153,37 @@ def _optimizer(learning_rate: float) -> optax.GradientTransformation:
   return optax.adam(learning_rate)
 
 
-def prepare(params: lstm.Params, items: Items, config: SearchConfig, control: Control | None = None,
+def prepare(params: Params, items: Items, config: SearchConfig, control: Control | None = None,
             mean_h: dict | None = None) -> Shared:
-  """Computes the gate-independent arrays once: layer-0 input projection, replacement states, control."""
+  """Computes the gate-independent arrays once: the embedded input, replacement states, control."""
+  model = models.of_params(params)
+  states = model.site_states(config.sites)
+  if interventions.replacement_kind(config.replacement).learned and states != ("h",):
+    raise ValueError(f"the learned replacement learns one h vector per LSTM layer; with sites={config.sites!r} use "
+                     f"counterfactual, zero or mean.")
   r = interventions.replacement_states(params, items, config.replacement, mean_h)
-  shared = dict(xproj0_BxTx4H=lstm.input_projection(params["layers"][0], params["embedding"][items.prefix]),
-                r_h=r["h"], r_c=r["c"] if "c" in config.sites else None)
+  shared = dict(inputs=model.embed_inputs(params, items.prefix), r={k: r[k] for k in states})
   if config.mu > 0:
     if control is None:
       raise ValueError("mu > 0 needs control text (an items.Control) for the KL term.")
     cm = interventions.mean_states(params, control.tokens, control.length)
-    shape = (len(params["layers"]), 1, 1, -1)
-    shared.update(control_xproj0=lstm.input_projection(params["layers"][0], params["embedding"][control.tokens]),
-                  control_log_p=jax.nn.log_softmax(lstm.apply(params, control.tokens), axis=-1),
+    shapes = interventions.unit_shapes(params)
+    shared.update(control_inputs=model.embed_inputs(params, control.tokens),
+                  control_log_p=jax.nn.log_softmax(model.apply(params, control.tokens), axis=-1),
                   control_mask=interventions.length_mask(control.length, control.tokens.shape[1]),
-                  control_r_h=cm["h"].reshape(shape),
-                  control_r_c=cm["c"].reshape(shape) if "c" in config.sites else None,
+                  control_r={k: cm[k].reshape(shapes[k]) for k in states},
                   control_classes=control.classes_V)
   return Shared(**shared)
 
 
-def init_state(params: lstm.Params, lambdas: jax.Array, config: SearchConfig, shared: Shared) -> SweepState:
+def init_state(params: Params, lambdas: jax.Array, config: SearchConfig, shared: Shared) -> SweepState:
   """All gate logits at ``config.init_logit``; the learned replacement starts at the mean (or given) states."""
-  n = lstm.num_units(params, config.sites)
+  model = models.of_params(params)
+  n = model.num_units(params, config.sites)
   num = lambdas.shape[0]
   logits = jnp.full((num, n), config.init_logit, jnp.float32)
-  cfg = lstm.config_of(params)
-  rep = jnp.broadcast_to(jnp.asarray(shared.r_h).reshape(-1, cfg["hidden_size"])[:cfg["num_layers"]]
+  cfg = model.config_of(params)
+  rep = jnp.broadcast_to(jnp.asarray(shared.r["h"]).reshape(-1, cfg["hidden_size"])[:cfg["num_layers"]]
                          if config.replacement == "learned" else jnp.zeros((cfg["num_layers"], cfg["hidden_size"])),
                          (num, cfg["num_layers"], cfg["hidden_size"]))
   opt_state = jax.vmap(_optimizer(config.learning_rate).init)((logits, rep))
@@ -188,7 +192,7 @@ def init_state(params: lstm.Params, lambdas: jax.Array, config: SearchConfig, sh
                     step=jnp.zeros((), jnp.int32))
 
 
-def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchConfig, key: jax.Array,
+def _step_fn(params: Params, items: Items, shared: Shared, config: SearchConfig, key: jax.Array,
              total_steps: jax.Array) -> Callable:
   """The update of one run at one step: (logits, replacement, opt_state, baseline, multiplier, value, step) -> new.
 
@@ -198,7 +202,8 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
   task_loss = objectives.LOSSES[config.objective]
   opt = _optimizer(config.learning_rate)
   num_items = items.prefix.shape[0]
-  num_units = lstm.num_units(params, config.sites)
+  model = models.of_params(params)
+  num_units = model.num_units(params, config.sites)
   learned = interventions.replacement_kind(config.replacement).learned
   ramp_fraction, hard_fraction = config.phases()
 
@@ -210,19 +215,13 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
 
   def task(z_N, rep_LxH, idx):
     """Mean task loss (+ mu * KL control) of the intervention z on the items at idx."""
-    r_h = rep_LxH[:, None, None, :] if learned else shared.r_h
-    if not learned and r_h.shape[1] != 1:
-      r_h = r_h[:, idx]
-    r_c = None
-    if shared.r_c is not None:
-      r_c = shared.r_c[:, idx] if shared.r_c.shape[1] != 1 else shared.r_c
-    m = interventions.margin(params, items.take(idx), shared.xproj0_BxTx4H[idx], z_N, r_h, r_c, config.sites)
+    r = {**shared.r, "h": rep_LxH[:, None, None, :]} if learned else shared.r
+    r = {k: v[:, idx] if v.shape[1] != 1 else v for k, v in r.items()}
+    m = interventions.margin(params, items.take(idx), shared.inputs[idx], z_N, r, config.sites)
     loss = jnp.mean(task_loss(m))
     if config.mu > 0:
-      intervention = lstm.Intervention(gates_N=z_N, h_LxBxTxH=shared.control_r_h, c_LxBxTxH=shared.control_r_c,
-                                       sites=config.sites)
-      h, _ = lstm.run_layers(params, shared.control_xproj0, intervention)
-      kl = objectives.kl_control(shared.control_log_p, lstm.decode(params, h[-1]), shared.control_mask,
+      top, _ = model.run(params, shared.control_inputs, model.intervention_of(z_N, shared.control_r, config.sites))
+      kl = objectives.kl_control(shared.control_log_p, model.decode(params, top), shared.control_mask,
                                  shared.control_classes)
       return loss + config.mu * kl, loss
     return loss, loss
@@ -276,7 +275,7 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def run_steps(params: lstm.Params, items: Items, shared: Shared, key: jax.Array, state: SweepState,
+def run_steps(params: Params, items: Items, shared: Shared, key: jax.Array, state: SweepState,
               values: jax.Array, step_indices: jax.Array, total_steps: jax.Array, config: SearchConfig
               ) -> tuple[SweepState, jax.Array, jax.Array]:
   """Runs the steps ``step_indices`` (of ``total_steps``) of every run: lax.scan over steps of the vmapped update.
@@ -304,7 +303,7 @@ def _mesh() -> Mesh:
   return Mesh(np.array(jax.devices()), ("lambda",))
 
 
-def sweep(params: lstm.Params, items: Items, lambdas, seed: int = 0, *, config: SearchConfig | None = None,
+def sweep(params: Params, items: Items, lambdas, seed: int = 0, *, config: SearchConfig | None = None,
           control: Control | None = None, mean_h: dict | None = None, chunk_steps: int | None = None,
           state: SweepState | None = None, callback: Callable[[SweepState, np.ndarray], None] | None = None,
           **settings) -> SweepResult:
@@ -315,7 +314,7 @@ def sweep(params: lstm.Params, items: Items, lambdas, seed: int = 0, *, config: 
   same minibatches (common random numbers make the Pareto front smoother).
 
   Args:
-    params: the LSTM LM.
+    params: the language model (any family of ``models``: an LSTM or a transformer).
     items: the minimal pairs to flip.
     lambdas: sparsity coefficients, shape (Λ,); with ``targets=True``, target set sizes k instead: each run
       constrains E[L0] to k (ramped down from N with ``schedule="ramp"``) and reads out its k largest logits.
@@ -324,9 +323,10 @@ def sweep(params: lstm.Params, items: Items, lambdas, seed: int = 0, *, config: 
       batch_size, sites, replacement, objective, mu, num_samples, baseline, init_logit, schedule,
       ramp_fraction, hard_fraction, targets, multiplier_lr), which override ``config``'s. In short: method
       "hard_concrete" or "reinforce"; Adam for ``steps`` steps on minibatches of ``batch_size`` items;
-      sites "h" or "hc"; replacement "counterfactual", "zero", "mean" (``mean_h`` or the prefixes' mean)
-      or "learned"; objective "flip" or "neutralise"; ``mu`` > 0 adds mu * KL on ``control`` text (merged
-      KL when ``control.classes_V`` is set); the end-game settings are endgame.py's.
+      sites "h" or "hc" (LSTM), "mlp", "heads" or "mlp,heads" (transformer); replacement "counterfactual",
+      "zero", "mean" (``mean_h`` or the prefixes' mean) or "learned" (LSTM); objective "flip" or "neutralise";
+      ``mu`` > 0 adds mu * KL on ``control`` text (merged KL when ``control.classes_V`` is set); the end-game
+      settings are endgame.py's.
     chunk_steps: run the steps in jitted chunks of this size, calling ``callback(state, losses)`` after each
       (progress, checkpoints); results do not depend on it.
     state: a SweepState to resume from (from ``callback`` or an earlier result).
