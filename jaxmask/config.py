@@ -21,11 +21,9 @@ class ExperimentError(ValueError):
   """A user error in the main job's settings or inputs; the message is one sentence saying what to do."""
 
 
-def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, kind: type | None = None  # pylint: disable=redefined-builtin
-            ) -> Any:
-  """A Config field with its flag's help text (for an enum flag, its choices; ``kind``: the type of a None default)."""
-  return dataclasses.field(default=default, metadata={"help": help, "choices": choices,
-                                                      "kind": kind or type(default)})
+def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:  # pylint: disable=redefined-builtin
+  """A Config field with its flag's help text (and, for an enum flag, its choices)."""
+  return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,11 +52,9 @@ class Config:
   # The end-game (jaxmask/endgame.py, README "Reaching a discrete set").
   init_logit: float = setting(3.0, "Initial gate logit (3: gates start open; 0: the plain method).")
   schedule: str = setting("ramp", "Sparsity pressure: fixed, or ramped in linearly.", endgame.SCHEDULES)
-  ramp_fraction: float | None = setting(None, "Share of the steps over which the ramp rises (unset: 0.1 for "
-                                              "lambda sweeps, 0.4 for target-size sweeps).", kind=float)
-  hard_fraction: float | None = setting(None, "Share of the last steps run on straight-through hard gates "
-                                              "(Hard Concrete; 0 = the plain relaxed method; unset: 0.9 for lambda "
-                                              "sweeps, 0.4 for target-size sweeps).", kind=float)
+  ramp_fraction: float = setting(0.1, "Share of the steps over which the ramp rises.")
+  hard_fraction: float = setting(0.9, "Share of the last steps run on straight-through hard gates "
+                                      "(Hard Concrete; 0 = the plain relaxed method).")
   multiplier_lr: float = setting(0.01, "Ascent rate of the target-size sweep's Lagrange multiplier.")
   target_flip: float = setting(0.95, "Held-out flip rate the selected (smallest) set must reach.")
   only_known: bool = setting(True, "Measure flips only on items the clean model gets right on both the prefix "

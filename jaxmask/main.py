@@ -33,7 +33,7 @@ def define_flags() -> None:
       flags.DEFINE_enum(field.name, field.default, list(choices), help_text)
     else:
       define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_boolean,
-                str: flags.DEFINE_string}[field.metadata["kind"]]
+                str: flags.DEFINE_string}[type(field.default)]
       define(field.name, field.default, help_text)
   flags.mark_flag_as_required("workdir")
 

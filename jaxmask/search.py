@@ -78,8 +78,8 @@ class SearchConfig:
   # is the plain method of METHOD.md, kept as the control.
   init_logit: float = 3.0         # initial log_alpha (Hard Concrete) or phi (REINFORCE): gates start open
   schedule: str = "ramp"          # "fixed" lambda, or "ramp": lambda (or the target size) ramped in
-  ramp_fraction: float | None = None  # the ramp's share of the steps (None: the mode's, endgame.DEFAULT_PHASES)
-  hard_fraction: float | None = None  # the last share of the steps on straight-through hard gates (Hard Concrete
+  ramp_fraction: float = 0.1      # the ramp's share of the steps
+  hard_fraction: float = 0.9      # the last share of the steps on straight-through hard gates (Hard Concrete
                                   # only; REINFORCE's samples are already discrete, so it ignores this)
   targets: bool = False           # the swept values are target set sizes k (Lagrangian), not lambdas
   multiplier_lr: float = 0.01     # with targets: the Lagrange multiplier's ascent rate per unit of excess L0
@@ -99,15 +99,9 @@ class SearchConfig:
       raise ValueError("steps and batch_size must be positive.")
     if self.schedule not in endgame.SCHEDULES:
       raise ValueError(f"unknown schedule {self.schedule!r}; use one of {', '.join(endgame.SCHEDULES)}.")
-    ramp, hard = self.phases()
-    if not (0.0 <= ramp <= 1.0 and 0.0 <= hard < 1.0):
-      raise ValueError(f"ramp_fraction must lie in [0, 1] and hard_fraction in [0, 1), got {ramp} and {hard}.")
-
-  def phases(self) -> tuple[float, float]:
-    """(ramp share, hard-phase share) of the steps: the given fractions, else the mode's measured defaults."""
-    ramp, hard = endgame.DEFAULT_PHASES["targets" if self.targets else "lambdas"]
-    return (ramp if self.ramp_fraction is None else self.ramp_fraction,
-            hard if self.hard_fraction is None else self.hard_fraction)
+    if not (0.0 <= self.ramp_fraction <= 1.0 and 0.0 <= self.hard_fraction < 1.0):
+      raise ValueError(f"ramp_fraction must lie in [0, 1] and hard_fraction in [0, 1), got {self.ramp_fraction} "
+                       f"and {self.hard_fraction}.")
 
 
 @flax.struct.dataclass
@@ -205,7 +199,6 @@ def _step_fn(params: Params, items: Items, shared: Shared, config: SearchConfig,
   model = models.of_params(params)
   num_units = model.num_units(params, config.sites)
   learned = interventions.replacement_kind(config.replacement).learned
-  ramp_fraction, hard_fraction = config.phases()
 
   def batch_of(step):
     k_batch, k_gate = jax.random.split(jax.random.fold_in(key, step))
@@ -230,7 +223,7 @@ def _step_fn(params: Params, items: Items, shared: Shared, config: SearchConfig,
     def total(p):
       la, r = p
       z, l0 = gates.sample(k_gate, la), gates.expected_l0(la)
-      if hard_fraction > 0:  # the read-out set in the forward pass, its size as the L0 term
+      if config.hard_fraction > 0:  # the read-out set in the forward pass, its size as the L0 term
         z_st = endgame.straight_through(la, endgame.read_out_mask(la, k))
         z, l0 = jnp.where(hard, z_st, z), jnp.where(hard, z_st.sum(), l0)
       obj, t = task(z, r, idx)
@@ -257,8 +250,8 @@ def _step_fn(params: Params, items: Items, shared: Shared, config: SearchConfig,
 
   def step(logits, rep, opt_state, baseline, multiplier, value, step_index):
     idx, k_gate = batch_of(step_index)
-    ramp = endgame.progress(step_index, total_steps, ramp_fraction if config.schedule == "ramp" else 0.0)
-    hard = endgame.in_hard_phase(step_index, total_steps, hard_fraction)
+    ramp = endgame.progress(step_index, total_steps, config.ramp_fraction if config.schedule == "ramp" else 0.0)
+    hard = endgame.in_hard_phase(step_index, total_steps, config.hard_fraction)
     k = value if config.targets else None
     # With a target size the hard phase's read-out has exactly k units: no size penalty is left to pay.
     lam = jnp.where(hard, 0.0, multiplier) if config.targets else value * ramp
