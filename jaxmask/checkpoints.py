@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxmask import files
 from jaxmask.models import lstm
 
 MODEL_KEYS = ("vocab_size", "embed_size", "hidden_size", "num_layers")
@@ -41,10 +42,8 @@ def save(directory: str, params: lstm.Params, vocab: list[str], extra_config: di
   params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(directory, "params"), params, force=True)
-  with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
-    f.write("\n".join(vocab) + "\n")
-  with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(config, f, indent=2)
+  files.write_text(os.path.join(directory, "vocab.txt"), "\n".join(vocab) + "\n")
+  files.write_json(os.path.join(directory, "config.json"), config)
 
 
 def read_vocab(path: str) -> list[str]:
@@ -53,12 +52,10 @@ def read_vocab(path: str) -> list[str]:
   Surrounding whitespace is stripped (as colorlessgreenRNNs' whitespace split does); a blank line or a
   line holding two words is an error naming the line, since it would shift every later index.
   """
-  try:
-    with open(path, encoding="utf-8") as f:
-      lines = f.read().split("\n")
-  except FileNotFoundError:
+  if not os.path.exists(path):
     raise CheckpointError(f"vocabulary file {path} does not exist; give the vocabulary the model was trained "
-                          f"with (one word per line).") from None
+                          f"with (one word per line).")
+  lines = files.read_text(path, CheckpointError).split("\n")
   if lines and lines[-1].strip() == "":
     lines.pop()
   words = [line.strip() for line in lines]
@@ -90,14 +87,7 @@ def load(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]:
     if not os.path.exists(path):
       raise CheckpointError(f"checkpoint directory {directory} has no {what}; it is not a complete jaxmask "
                             f"checkpoint (expected config.json, vocab.txt and params/).")
-  try:
-    with open(config_path, encoding="utf-8") as f:
-      config = json.load(f)
-  except json.JSONDecodeError as e:
-    raise CheckpointError(f"{config_path}, line {e.lineno}: not valid JSON ({e.msg}).") from e
-  missing = [k for k in MODEL_KEYS if k not in config]
-  if missing:
-    raise CheckpointError(f"{config_path} lacks {', '.join(missing)}; it must give {', '.join(MODEL_KEYS)}.")
+  config = _read_config(config_path)
   vocab = read_vocab(vocab_path)
   if len(vocab) != config["vocab_size"]:
     raise CheckpointError(f"{vocab_path} has {len(vocab)} words but {config_path} says vocab_size="
@@ -118,9 +108,42 @@ def load(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]:
       if stored.get(key) != tuple(a.shape):
         raise CheckpointError(f"{params_path}: parameter {key} has shape {stored.get(key)} but {config_path} "
                               f"implies {tuple(a.shape)}; the checkpoint does not match its model config.")
-    params = ckptr.restore(params_path, abstract)
+    try:
+      params = ckptr.restore(params_path, abstract)
+    except Exception as e:  # a truncated or edited array file surfaces as several error types
+      raise CheckpointError(f"{params_path} is corrupt ({type(e).__name__}); re-create the checkpoint.") from e
   params = jax.tree.map(jnp.asarray, params)
+  _check_finite(params, params_path)
   return params, config, vocab
+
+
+def _read_config(config_path: str) -> dict[str, Any]:
+  """config.json as a dict with positive integer MODEL_KEYS; CheckpointError of one sentence otherwise."""
+  try:
+    config = json.loads(files.read_text(config_path, CheckpointError))
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{config_path}, line {e.lineno}: not valid JSON ({e.msg}).") from None
+  except (ValueError, RecursionError) as e:
+    raise CheckpointError(f"{config_path}: not readable JSON ({type(e).__name__}); re-create the checkpoint.") from None
+  if not isinstance(config, dict):
+    raise CheckpointError(f"{config_path} holds a JSON {type(config).__name__}, not an object; re-create the "
+                          f"checkpoint.")
+  missing = [k for k in MODEL_KEYS if k not in config]
+  if missing:
+    raise CheckpointError(f"{config_path} lacks {', '.join(missing)}; it must give {', '.join(MODEL_KEYS)}.")
+  bad = [k for k in MODEL_KEYS if isinstance(config[k], bool) or not isinstance(config[k], int) or config[k] < 1]
+  if bad:
+    raise CheckpointError(f"{config_path}: {', '.join(f'{k}={config[k]!r}' for k in bad)} must be positive "
+                          f"integers; re-create the checkpoint.")
+  return config
+
+
+def _check_finite(params: lstm.Params, path: str) -> None:
+  """CheckpointError naming the first parameter that holds NaN or inf."""
+  for p, a in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if not bool(jnp.isfinite(a).all()):
+      raise CheckpointError(f"{path}: parameter {jax.tree_util.keystr(p)} holds NaN or inf; the model is "
+                            f"unusable, re-create or re-train it.")
 
 
 # The shipped default LM: one float16 .npz of parameters, config.json and vocab.txt inside the package,
@@ -146,13 +169,11 @@ def pack(checkpoint_dir: str, directory: str = DEFAULT_DIR, extra_config: dict[s
   params, config, vocab = load(checkpoint_dir)
   flat = {jax.tree_util.keystr(p): np.asarray(a, np.float16) for p, a in jax.tree_util.tree_flatten_with_path(params)[0]}
   os.makedirs(directory, exist_ok=True)
-  np.savez_compressed(os.path.join(directory, "params.npz"), **flat)
-  with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
-    f.write("\n".join(vocab) + "\n")
+  files.write_atomic(os.path.join(directory, "params.npz"), lambda f: np.savez_compressed(f, **flat), binary=True)
+  files.write_text(os.path.join(directory, "vocab.txt"), "\n".join(vocab) + "\n")
   config = {**config, **(extra_config or {}), "params_dtype": "float16"}
   config["files"] = {name: _sha256(os.path.join(directory, name)) for name in ("params.npz", "vocab.txt")}
-  with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(config, f, indent=2)
+  files.write_json(os.path.join(directory, "config.json"), config)
   return directory
 
 
@@ -160,15 +181,14 @@ def load_packed(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]
   """Reads (float32 params, config, vocab) from a directory written by :func:`pack`, checking every file's
   sha256; a missing or corrupt file is a CheckpointError of one sentence naming it and how to restore it."""
   config_path = os.path.join(directory, "config.json")
+  if not os.path.exists(config_path):
+    raise CheckpointError(f"the packed LM file {config_path} is missing; {_RESTORE}.")
   try:
-    with open(config_path, encoding="utf-8") as f:
-      config = json.load(f)
-    files = config["files"]
-  except FileNotFoundError:
-    raise CheckpointError(f"the packed LM file {config_path} is missing; {_RESTORE}.") from None
-  except (json.JSONDecodeError, KeyError, TypeError):
+    config = _read_config(config_path)
+    digests = dict(config["files"])
+  except (CheckpointError, KeyError, TypeError, ValueError):
     raise CheckpointError(f"the packed LM file {config_path} is corrupt; {_RESTORE}.") from None
-  for name, digest in files.items():
+  for name, digest in digests.items():
     path = os.path.join(directory, name)
     if not os.path.exists(path):
       raise CheckpointError(f"the packed LM file {path} is missing; {_RESTORE}.")

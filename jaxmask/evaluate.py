@@ -22,7 +22,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from jaxmask import checkpoints, interventions, report
+from jaxmask import checkpoints, flagfiles, interventions, report
 from jaxmask.models import lstm
 
 INTERVENTIONS = ("counterfactual", "zero", "mean")
@@ -289,4 +289,4 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=flagfiles.parser("evaluate"))

@@ -31,7 +31,7 @@ from absl import flags
 from absl import logging
 from flax.training import train_state
 
-from jaxmask import checkpoints
+from jaxmask import checkpoints, files, flagfiles
 from jaxmask.corpus import build_corpus
 from jaxmask.models import lstm
 
@@ -71,9 +71,18 @@ def config_from_dict(values: dict[str, Any]) -> LMConfig:
   unknown = sorted(set(values) - set(names))
   if unknown:
     raise TrainingError(f"unknown LM config field(s) {', '.join(unknown)}; known: {', '.join(names)}.")
-  types = {f.name: type(f.default) for f in dataclasses.fields(LMConfig)}
-  parse = lambda k, v: (str(v).lower() in ("1", "true")) if types[k] is bool else types[k](v)
-  return LMConfig(**{k: parse(k, v) for k, v in values.items()})
+  return LMConfig(**{k: _parse(k, v) for k, v in values.items()})
+
+
+def _parse(name: str, value: Any) -> Any:
+  """A field's value from its flag text; TrainingError naming the field if it is not of the field's type."""
+  kind = type(getattr(LMConfig, name))
+  if kind is bool:
+    return str(value).lower() in ("1", "true")
+  try:
+    return kind(value)
+  except (TypeError, ValueError):
+    raise TrainingError(f"{name}={str(value)[:60]!r} is not a valid {kind.__name__}; fix the value.") from None
 
 
 def read_flagfile(path: str) -> LMConfig:
@@ -83,20 +92,19 @@ def read_flagfile(path: str) -> LMConfig:
   """
   names = {f.name for f in dataclasses.fields(LMConfig)}
   values = {}
-  try:
-    with open(path, encoding="utf-8") as f:
-      lines = f.read().splitlines()
-  except OSError as e:
-    raise TrainingError(f"cannot read flagfile {path} ({e.strerror}).") from e
-  for number, line in enumerate(lines, 1):
+  for number, line in enumerate(files.read_text(path, TrainingError).split("\n"), 1):
     line = line.strip()
     if not line or line.startswith("#"):
       continue
     if not line.startswith("--") or "=" not in line:
-      raise TrainingError(f"{path}, line {number}: expected --name=value, got {line!r}.")
+      shown = line if len(line) <= 60 else line[:57] + "..."
+      raise TrainingError(f"{path}, line {number}: expected --name=value, got {shown!r}.")
     name, value = line[2:].split("=", 1)
     if name in names:
-      values[name] = value
+      try:
+        values[name] = _parse(name, value)
+      except TrainingError as e:
+        raise TrainingError(f"{path}, line {number}: {e}") from None
   return config_from_dict(values)
 
 
@@ -363,4 +371,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=flagfiles.parser("train_lm"))
