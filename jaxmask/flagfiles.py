@@ -34,8 +34,9 @@ def check(path: str) -> list[str]:
   return lines
 
 
-def _where(error: flags.Error, paths: list[str]) -> str:
-  """"FILE, line N: " for the flagfile line that set the flag an absl error names, else ""."""
+def _where(error: flags.Error, paths: list[str], argv: list[str]) -> str:
+  """"FILE, line N: " for the flagfile line that set the flag an absl error names; "FILE: " when that line
+  cannot be told; "" when the flag came from the command line."""
   match = re.search(r"flag '([^']*)'|flag --?([^=:\s]+)", str(error))
   if not match:
     return ""
@@ -44,7 +45,8 @@ def _where(error: flags.Error, paths: list[str]) -> str:
     for number, line in enumerate(check(path), 1):
       if line.strip().lstrip("-").split("=", 1)[0].strip() in (name, f"no{name}"):
         return f"{path}, line {number}: "
-  return ""
+  on_command_line = any(arg.lstrip("-").split("=", 1)[0] in (name, f"no{name}") for arg in argv[1:])
+  return "" if on_command_line or not paths else f"{', '.join(paths)}: "
 
 
 def parse(argv: list[str], flag_values: flags.FlagValues, program: str) -> list[str]:
@@ -58,7 +60,7 @@ def parse(argv: list[str], flag_values: flags.FlagValues, program: str) -> list[
     sys.exit(f"{program}: {e}")
   except flags.Error as e:
     reason = " ".join(str(e).split())
-    sys.exit(f"{program}: {_where(e, paths)}{reason.rstrip('.')}; fix the flag (see --helpshort).")
+    sys.exit(f"{program}: {_where(e, paths, argv)}{reason.rstrip('.')}; fix the flag (see --helpshort).")
   except (UnicodeDecodeError, OSError) as e:  # a nested --flagfile inside a flagfile
     sys.exit(f"{program}: a flagfile nested in {', '.join(paths) or 'the command line'} cannot be read "
              f"({type(e).__name__}); give UTF-8 flagfiles that exist.")

@@ -31,7 +31,7 @@ from absl import flags
 from absl import logging
 from flax.training import train_state
 
-from jaxmask import checkpoints, files, flagfiles
+from jaxmask import checkpoints, files, flagfiles, workdir_lock
 from jaxmask.corpus import build_corpus
 from jaxmask.models import lstm
 
@@ -267,8 +267,14 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
     raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}.")
   if config.lexicon not in ("small", "large"):
     raise TrainingError(f"lexicon must be 'small' or 'large', got {config.lexicon!r}.")
-  model = tie if config.tie_weights else (lambda p: p)
   workdir = os.path.abspath(workdir)
+  with workdir_lock.hold(workdir, TrainingError):
+    return _train(config, workdir, progress, corpus)
+
+
+def _train(config: LMConfig, workdir: str, progress: bool, corpus: tuple[list[str], np.ndarray, np.ndarray] | None
+           ) -> lstm.Params:
+  model = tie if config.tie_weights else (lambda p: p)
   started = time.time()
   vocab, train_rows, valid_rows = corpus if corpus is not None else build_corpus(config)
   _check_workdir(workdir, config, vocab)
