@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from typing import Any
 
 import jax
@@ -42,6 +43,7 @@ def save(directory: str, params: lstm.Params, vocab: list[str], extra_config: di
   params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(directory, "params"), params, force=True)
+  config["params_sha256"] = _tree_sha256(os.path.join(directory, "params"))  # checked by load
   files.write_text(os.path.join(directory, "vocab.txt"), "\n".join(vocab) + "\n")
   files.write_json(os.path.join(directory, "config.json"), config)
 
@@ -92,6 +94,9 @@ def load(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]:
   if len(vocab) != config["vocab_size"]:
     raise CheckpointError(f"{vocab_path} has {len(vocab)} words but {config_path} says vocab_size="
                           f"{config['vocab_size']}; use the vocabulary the model was trained with.")
+  if "params_sha256" in config and config["params_sha256"] != _tree_sha256(params_path):
+    raise CheckpointError(f"{params_path} is corrupt (its files' sha256 differs from the params_sha256 recorded in "
+                          f"{config_path}); re-create the checkpoint.")
   abstract = jax.eval_shape(lambda: lstm.init(jax.random.key(0), *(config[k] for k in MODEL_KEYS)))
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), abstract)
   with ocp.StandardCheckpointer() as ckptr:
@@ -171,6 +176,7 @@ def pack(checkpoint_dir: str, directory: str = DEFAULT_DIR, extra_config: dict[s
   os.makedirs(directory, exist_ok=True)
   files.write_atomic(os.path.join(directory, "params.npz"), lambda f: np.savez_compressed(f, **flat), binary=True)
   files.write_text(os.path.join(directory, "vocab.txt"), "\n".join(vocab) + "\n")
+  config = {k: v for k, v in config.items() if k != "params_sha256"}
   config = {**config, **(extra_config or {}), "params_dtype": "float16"}
   config["files"] = {name: _sha256(os.path.join(directory, name)) for name in ("params.npz", "vocab.txt")}
   files.write_json(os.path.join(directory, "config.json"), config)
@@ -210,3 +216,52 @@ def load_default() -> tuple[lstm.Params, dict[str, Any], list[str]]:
   corpus's sha256 ("corpus_sha256") and the files' sha256 ("files").
   """
   return load_packed(DEFAULT_DIR)
+
+
+# Resumable states (the search's, train_lm's) are orbax CheckpointManager steps; each finished step gets its
+# files' sha256 in DIR/STEP.sha256, so a truncated or edited step is found before it is trusted.
+
+def _tree_sha256(directory: str) -> str:
+  h = hashlib.sha256()
+  for root, dirs, names in os.walk(directory):
+    dirs.sort()
+    for name in sorted(names):
+      path = os.path.join(root, name)
+      h.update(os.path.relpath(path, directory).encode() + b"\0" + _sha256(path).encode())
+  return h.hexdigest()
+
+
+def seal(manager: ocp.CheckpointManager, step: int) -> None:
+  """Waits for ``step``'s save to finish and records its files' sha256 beside it (and drops stale records)."""
+  manager.wait_until_finished()
+  directory = str(manager.directory)
+  files.write_text(os.path.join(directory, f"{step}.sha256"), _tree_sha256(os.path.join(directory, str(step))))
+  kept = {f"{s}.sha256" for s in manager.all_steps()}
+  for name in os.listdir(directory):
+    if name.endswith(".sha256") and name not in kept:
+      os.remove(os.path.join(directory, name))
+
+
+def restore_latest(manager: ocp.CheckpointManager, args: Any, what: str) -> tuple[int, Any]:
+  """(step, restored) of the newest step that matches its recorded sha256 and restores; (0, None) if none.
+
+  A corrupt step (sha256 differs, or orbax cannot restore it) is deleted with one sentence on stderr naming
+  it and the step the run goes on from, so a damaged file is never silently trusted.
+  """
+  directory = str(manager.directory)
+  steps = sorted(manager.all_steps(), reverse=True)
+  for i, step in enumerate(steps):
+    path, record = os.path.join(directory, str(step)), os.path.join(directory, f"{step}.sha256")
+    try:
+      if os.path.exists(record) and files.read_text(record, CheckpointError).strip() != _tree_sha256(path):
+        raise CheckpointError("its files' sha256 differs from the one recorded when it was saved")
+      return step, manager.restore(step, args=args)
+    except Exception as e:  # orbax raises many types for a damaged step
+      reason = str(e) if isinstance(e, CheckpointError) else type(e).__name__
+      then = f"from the earlier checkpoint of step {steps[i + 1]}" if i + 1 < len(steps) else "from step 0"
+      print(f"The {what} checkpoint {path} is corrupt ({reason}); it was deleted and the run restarts {then}.",
+            file=sys.stderr, flush=True)
+      manager.delete(step)
+      if os.path.exists(record):
+        os.remove(record)
+  return 0, None

@@ -222,8 +222,13 @@ def _check_workdir(workdir: str, config: LMConfig, vocab: list[str]) -> None:
   config_path, vocab_path = os.path.join(state_dir, "lm_config.json"), os.path.join(state_dir, "vocab.txt")
   wanted = dataclasses.asdict(config)
   if os.path.exists(config_path):
-    with open(config_path, encoding="utf-8") as f:
-      stored = {**dataclasses.asdict(LMConfig()), **json.load(f)}  # fields added later take their defaults
+    try:
+      recorded = json.loads(files.read_text(config_path, TrainingError))
+    except ValueError as e:
+      raise TrainingError(f"{config_path} is corrupt ({type(e).__name__}); train into a new --workdir.") from None
+    if not isinstance(recorded, dict):
+      raise TrainingError(f"{config_path} is corrupt (not a JSON object); train into a new --workdir.")
+    stored = {**dataclasses.asdict(LMConfig()), **recorded}  # fields added later take their defaults
     if stored != wanted:
       diff = ", ".join(f"{k}={stored.get(k)!r} there vs {v!r} now" for k, v in wanted.items() if stored.get(k) != v)
       raise TrainingError(f"workdir {workdir} holds a run with a different config ({diff}); use a new --workdir "
@@ -232,11 +237,8 @@ def _check_workdir(workdir: str, config: LMConfig, vocab: list[str]) -> None:
       raise TrainingError(f"workdir {workdir} holds a run with another vocabulary ({vocab_path}); the generator "
                           f"changed since it started, so train into a new --workdir.")
     return
-  os.makedirs(state_dir, exist_ok=True)
-  with open(config_path, "w", encoding="utf-8") as f:
-    json.dump(wanted, f, indent=2)
-  with open(vocab_path, "w", encoding="utf-8") as f:
-    f.write("\n".join(vocab) + "\n")
+  files.write_text(vocab_path, "\n".join(vocab) + "\n")
+  files.write_json(config_path, wanted)  # last: its presence says the workdir is initialised
 
 
 def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True,
@@ -288,12 +290,12 @@ def _train(config: LMConfig, workdir: str, progress: bool, corpus: tuple[list[st
   manager = ocp.CheckpointManager(
       os.path.join(workdir, "train_state"),
       options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
-  start_step = manager.latest_step() or 0
-  if start_step == config.steps and os.path.exists(os.path.join(workdir, "config.json")):
+  if manager.latest_step() == config.steps and os.path.exists(os.path.join(workdir, "config.json")):
     manager.close()
     return checkpoints.load(workdir)[0]  # already finished: keep its checkpoint and recorded metrics
+  start_step, restored = checkpoints.restore_latest(manager, ocp.args.StandardRestore(_saved(state)),
+                                                    "train_lm train-state")
   if start_step:
-    restored = manager.restore(start_step, args=ocp.args.StandardRestore(_saved(state)))
     state = state.replace(step=jnp.asarray(restored["step"]), params=restored["params"],
                           opt_state=restored["opt_state"])
 
@@ -323,6 +325,7 @@ def _train(config: LMConfig, workdir: str, progress: bool, corpus: tuple[list[st
         valid_ppl = perplexity(model(state.params), valid_rows, eos, config.batch_size)
       if done % config.checkpoint_every == 0 or done == config.steps:
         manager.save(done, args=ocp.args.StandardSave(_saved(state)))
+        checkpoints.seal(manager, done)
       bar.update(1)
       if done % 10 == 0 or done == config.steps:
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / max(time.time() - timed_since, 1e-9):,.0f}",
