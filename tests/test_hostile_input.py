@@ -229,3 +229,11 @@ def test_command_line_answers_one_sentence_and_exit_code_1(tmp_path, command, na
   assert "Traceback" not in proc.stderr
   assert proc.stderr.strip() == f"{command}: {path}, line 2: byte 0xe9 at column " \
                                 f"{5 if command == 'main' else 3} is not UTF-8 text; save the file as UTF-8."
+
+
+@pytest.mark.parametrize("field", ["learning_rate", "mu", "target_flip", "init_logit"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_settings_are_refused_with_the_flag_named(field, value):
+  from jaxmask import experiment
+  with pytest.raises(experiment.ExperimentError, match=rf"^--{field}=(nan|inf|-inf) must be a finite number\.$"):
+    experiment.Config(workdir=_DIR, **{field: value}).validate()
