@@ -27,6 +27,7 @@ from typing import Any
 
 from absl import app
 from absl import flags
+from absl import logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOBS = ("train_lm", "main", "baselines")
@@ -201,6 +202,7 @@ _CACHE = flags.DEFINE_bool("compilation_cache", True, "Share JAX's compilation c
 
 def main(argv: list[str]) -> None:
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every restore of the compared parameters at INFO
   started = time.perf_counter()
   with tempfile.TemporaryDirectory(prefix="jaxmask_soak_") as scratch:
     if _CACHE.value:
