@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from typing import Any
 
 import jax
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxmask import files
 from jaxmask import models
 from jaxmask.models import lstm
 
@@ -46,10 +48,9 @@ def save(directory: str, params: dict, vocab: list[str], extra_config: dict[str,
   params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(directory, "params"), params, force=True)
-  with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
-    f.write("\n".join(vocab) + "\n")
-  with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(config, f, indent=2)
+  config["params_sha256"] = _tree_sha256(os.path.join(directory, "params"))  # checked by load
+  files.write_text(os.path.join(directory, "vocab.txt"), "\n".join(vocab) + "\n")
+  files.write_json(os.path.join(directory, "config.json"), config)
 
 
 def read_vocab(path: str) -> list[str]:
@@ -58,12 +59,10 @@ def read_vocab(path: str) -> list[str]:
   Surrounding whitespace is stripped (as colorlessgreenRNNs' whitespace split does); a blank line or a
   line holding two words is an error naming the line, since it would shift every later index.
   """
-  try:
-    with open(path, encoding="utf-8") as f:
-      lines = f.read().split("\n")
-  except FileNotFoundError:
+  if not os.path.exists(path):
     raise CheckpointError(f"vocabulary file {path} does not exist; give the vocabulary the model was trained "
-                          f"with (one word per line).") from None
+                          f"with (one word per line).")
+  lines = files.read_text(path, CheckpointError).split("\n")
   if lines and lines[-1].strip() == "":
     lines.pop()
   words = [line.strip() for line in lines]
@@ -95,22 +94,15 @@ def load(directory: str) -> tuple[dict, dict[str, Any], list[str]]:
     if not os.path.exists(path):
       raise CheckpointError(f"checkpoint directory {directory} has no {what}; it is not a complete jaxmask "
                             f"checkpoint (expected config.json, vocab.txt and params/).")
-  try:
-    with open(config_path, encoding="utf-8") as f:
-      config = json.load(f)
-  except json.JSONDecodeError as e:
-    raise CheckpointError(f"{config_path}, line {e.lineno}: not valid JSON ({e.msg}).") from e
-  try:
-    model = models.family_of(config)
-  except ValueError as e:
-    raise CheckpointError(f"{config_path}: {e}") from None
-  missing = [k for k in model.CONFIG_KEYS if k not in config]
-  if missing:
-    raise CheckpointError(f"{config_path} lacks {', '.join(missing)}; it must give {', '.join(model.CONFIG_KEYS)}.")
+  config = _read_config(config_path)
+  model = models.family_of(config)
   vocab = read_vocab(vocab_path)
   if len(vocab) != config["vocab_size"]:
     raise CheckpointError(f"{vocab_path} has {len(vocab)} words but {config_path} says vocab_size="
                           f"{config['vocab_size']}; use the vocabulary the model was trained with.")
+  if "params_sha256" in config and config["params_sha256"] != _tree_sha256(params_path):
+    raise CheckpointError(f"{params_path} is corrupt (its files' sha256 differs from the params_sha256 recorded in "
+                          f"{config_path}); re-create the checkpoint.")
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *(config[k] for k in model.CONFIG_KEYS)))
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), abstract)
   with ocp.StandardCheckpointer() as ckptr:
@@ -127,9 +119,46 @@ def load(directory: str) -> tuple[dict, dict[str, Any], list[str]]:
       if stored.get(key) != tuple(a.shape):
         raise CheckpointError(f"{params_path}: parameter {key} has shape {stored.get(key)} but {config_path} "
                               f"implies {tuple(a.shape)}; the checkpoint does not match its model config.")
-    params = ckptr.restore(params_path, abstract)
+    try:
+      params = ckptr.restore(params_path, abstract)
+    except Exception as e:  # a truncated or edited array file surfaces as several error types
+      raise CheckpointError(f"{params_path} is corrupt ({type(e).__name__}); re-create the checkpoint.") from e
   params = jax.tree.map(jnp.asarray, params)
+  _check_finite(params, params_path)
   return params, config, vocab
+
+
+def _read_config(config_path: str) -> dict[str, Any]:
+  """config.json as a dict with its family's CONFIG_KEYS positive integers; CheckpointError of one sentence otherwise."""
+  try:
+    config = json.loads(files.read_text(config_path, CheckpointError))
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{config_path}, line {e.lineno}: not valid JSON ({e.msg}).") from None
+  except (ValueError, RecursionError) as e:
+    raise CheckpointError(f"{config_path}: not readable JSON ({type(e).__name__}); re-create the checkpoint.") from None
+  if not isinstance(config, dict):
+    raise CheckpointError(f"{config_path} holds a JSON {type(config).__name__}, not an object; re-create the "
+                          f"checkpoint.")
+  try:
+    keys = models.family_of(config).CONFIG_KEYS
+  except ValueError as e:
+    raise CheckpointError(f"{config_path}: {e}") from None
+  missing = [k for k in keys if k not in config]
+  if missing:
+    raise CheckpointError(f"{config_path} lacks {', '.join(missing)}; it must give {', '.join(keys)}.")
+  bad = [k for k in keys if isinstance(config[k], bool) or not isinstance(config[k], int) or config[k] < 1]
+  if bad:
+    raise CheckpointError(f"{config_path}: {', '.join(f'{k}={config[k]!r}' for k in bad)} must be positive "
+                          f"integers; re-create the checkpoint.")
+  return config
+
+
+def _check_finite(params: lstm.Params, path: str) -> None:
+  """CheckpointError naming the first parameter that holds NaN or inf."""
+  for p, a in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if not bool(jnp.isfinite(a).all()):
+      raise CheckpointError(f"{path}: parameter {jax.tree_util.keystr(p)} holds NaN or inf; the model is "
+                            f"unusable, re-create or re-train it.")
 
 
 # The shipped default LM: one float16 .npz of parameters, config.json and vocab.txt inside the package,
@@ -155,13 +184,12 @@ def pack(checkpoint_dir: str, directory: str = DEFAULT_DIR, extra_config: dict[s
   params, config, vocab = load(checkpoint_dir)
   flat = {jax.tree_util.keystr(p): np.asarray(a, np.float16) for p, a in jax.tree_util.tree_flatten_with_path(params)[0]}
   os.makedirs(directory, exist_ok=True)
-  np.savez_compressed(os.path.join(directory, "params.npz"), **flat)
-  with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
-    f.write("\n".join(vocab) + "\n")
+  files.write_atomic(os.path.join(directory, "params.npz"), lambda f: np.savez_compressed(f, **flat), binary=True)
+  files.write_text(os.path.join(directory, "vocab.txt"), "\n".join(vocab) + "\n")
+  config = {k: v for k, v in config.items() if k != "params_sha256"}
   config = {**config, **(extra_config or {}), "params_dtype": "float16"}
   config["files"] = {name: _sha256(os.path.join(directory, name)) for name in ("params.npz", "vocab.txt")}
-  with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(config, f, indent=2)
+  files.write_json(os.path.join(directory, "config.json"), config)
   return directory
 
 
@@ -169,15 +197,14 @@ def load_packed(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]
   """Reads (float32 params, config, vocab) from a directory written by :func:`pack`, checking every file's
   sha256; a missing or corrupt file is a CheckpointError of one sentence naming it and how to restore it."""
   config_path = os.path.join(directory, "config.json")
+  if not os.path.exists(config_path):
+    raise CheckpointError(f"the packed LM file {config_path} is missing; {_RESTORE}.")
   try:
-    with open(config_path, encoding="utf-8") as f:
-      config = json.load(f)
-    files = config["files"]
-  except FileNotFoundError:
-    raise CheckpointError(f"the packed LM file {config_path} is missing; {_RESTORE}.") from None
-  except (json.JSONDecodeError, KeyError, TypeError):
+    config = _read_config(config_path)
+    digests = dict(config["files"])
+  except (CheckpointError, KeyError, TypeError, ValueError):
     raise CheckpointError(f"the packed LM file {config_path} is corrupt; {_RESTORE}.") from None
-  for name, digest in files.items():
+  for name, digest in digests.items():
     path = os.path.join(directory, name)
     if not os.path.exists(path):
       raise CheckpointError(f"the packed LM file {path} is missing; {_RESTORE}.")
@@ -199,3 +226,52 @@ def load_default() -> tuple[lstm.Params, dict[str, Any], list[str]]:
   corpus's sha256 ("corpus_sha256") and the files' sha256 ("files").
   """
   return load_packed(DEFAULT_DIR)
+
+
+# Resumable states (the search's, train_lm's) are orbax CheckpointManager steps; each finished step gets its
+# files' sha256 in DIR/STEP.sha256, so a truncated or edited step is found before it is trusted.
+
+def _tree_sha256(directory: str) -> str:
+  h = hashlib.sha256()
+  for root, dirs, names in os.walk(directory):
+    dirs.sort()
+    for name in sorted(names):
+      path = os.path.join(root, name)
+      h.update(os.path.relpath(path, directory).encode() + b"\0" + _sha256(path).encode())
+  return h.hexdigest()
+
+
+def seal(manager: ocp.CheckpointManager, step: int) -> None:
+  """Waits for ``step``'s save to finish and records its files' sha256 beside it (and drops stale records)."""
+  manager.wait_until_finished()
+  directory = str(manager.directory)
+  files.write_text(os.path.join(directory, f"{step}.sha256"), _tree_sha256(os.path.join(directory, str(step))))
+  kept = {f"{s}.sha256" for s in manager.all_steps()}
+  for name in os.listdir(directory):
+    if name.endswith(".sha256") and name not in kept:
+      os.remove(os.path.join(directory, name))
+
+
+def restore_latest(manager: ocp.CheckpointManager, args: Any, what: str) -> tuple[int, Any]:
+  """(step, restored) of the newest step that matches its recorded sha256 and restores; (0, None) if none.
+
+  A corrupt step (sha256 differs, or orbax cannot restore it) is deleted with one sentence on stderr naming
+  it and the step the run goes on from, so a damaged file is never silently trusted.
+  """
+  directory = str(manager.directory)
+  steps = sorted(manager.all_steps(), reverse=True)
+  for i, step in enumerate(steps):
+    path, record = os.path.join(directory, str(step)), os.path.join(directory, f"{step}.sha256")
+    try:
+      if os.path.exists(record) and files.read_text(record, CheckpointError).strip() != _tree_sha256(path):
+        raise CheckpointError("its files' sha256 differs from the one recorded when it was saved")
+      return step, manager.restore(step, args=args)
+    except Exception as e:  # orbax raises many types for a damaged step
+      reason = str(e) if isinstance(e, CheckpointError) else type(e).__name__
+      then = f"from the earlier checkpoint of step {steps[i + 1]}" if i + 1 < len(steps) else "from step 0"
+      print(f"The {what} checkpoint {path} is corrupt ({reason}); it was deleted and the run restarts {then}.",
+            file=sys.stderr, flush=True)
+      manager.delete(step)
+      if os.path.exists(record):
+        os.remove(record)
+  return 0, None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from typing import Any
 
 import jax
@@ -73,6 +74,10 @@ class Config:
 
   def validate(self) -> None:
     """Raises ExperimentError (one sentence naming the flag) for any setting the run cannot use."""
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if isinstance(value, float) and not math.isfinite(value):
+        raise ExperimentError(f"--{field.name}={value} must be a finite number.")
     if self.phenomenon not in phenomena.PHENOMENA:
       raise ExperimentError(f"--phenomenon={self.phenomenon} is not known; use {' or '.join(phenomena.PHENOMENA)}.")
     if self.method not in search.METHODS:

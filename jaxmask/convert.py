@@ -24,7 +24,7 @@ from absl import logging
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import checkpoints
+from jaxmask import checkpoints, flagfiles
 from jaxmask.models import lstm
 
 # rows of rnn.weight_hh_l0 per hidden unit -> the recurrent cell that has that many gates
@@ -207,6 +207,9 @@ def load_torch_state(path: str) -> tuple[dict[str, np.ndarray], str]:
       raise ConvertError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; expected an RNNModel "
                          f"or its state dict.")
     arrays[key] = value.detach().to(torch.float32).numpy()
+    if not np.isfinite(arrays[key]).all():
+      raise ConvertError(f"{path}: entry {key} holds NaN or inf; the model is unusable, convert a checkpoint saved "
+                         f"before training diverged.")
   return arrays, kind
 
 
@@ -216,7 +219,10 @@ def convert(torch_checkpoint: str, vocab_path: str, output_dir: str) -> dict[str
     raise ConvertError(f"vocabulary file {vocab_path} does not exist.")
   vocab = checkpoints.read_vocab(vocab_path)
   state, kind = load_torch_state(torch_checkpoint)
-  params = params_from_state_dict(state)
+  try:
+    params = params_from_state_dict(state)
+  except ConvertError as e:
+    raise ConvertError(f"{torch_checkpoint}: {e}") from None
   config = lstm.config_of(params)
   if config["vocab_size"] != len(vocab):
     raise ConvertError(f"{vocab_path} has {len(vocab)} words but the model's embedding has {config['vocab_size']} "
@@ -268,4 +274,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=flagfiles.parser("convert"))

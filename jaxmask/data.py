@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import gzip
 import importlib.resources
+import io
 import json
 import os
 
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmask import files
 from jaxmask.items import Items
 
 EOS = "<eos>"
@@ -62,17 +63,27 @@ def vendored(*parts: str) -> str:
   return str(importlib.resources.files("jaxmask").joinpath("data", *parts))
 
 
-def _open_text(path: str):
-  return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(
-      path, encoding="utf-8", newline="")
+def _tsv_rows(path: str) -> list[tuple[int, list[str]]]:
+  """(line number, cells) of every row of a tab-separated UTF-8 file (gzipped if .gz); DataError naming the
+  file and line if it is not one."""
+  reader = csv.reader(io.StringIO(files.read_text(path, DataError), newline=""), delimiter="\t",
+                      quoting=csv.QUOTE_NONE)
+  rows = []
+  try:
+    for row in reader:
+      rows.append((reader.line_num, row))
+  except csv.Error as e:
+    raise DataError(f"{path}, line {reader.line_num}: not readable as tab-separated text ({e}); fix the "
+                    f"line.") from None
+  return rows
 
 
 def read_tsv(path: str) -> list[Pair]:
   """Reads a minimal-pair TSV (optionally gzipped); raises DataError naming the file and line on bad input."""
   if not os.path.isfile(path):
     raise DataError(f"{path}: no such file; pass the path of a minimal-pair TSV.")
-  with _open_text(path) as f:
-    rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+  numbered = _tsv_rows(path)
+  rows = [row for _, row in numbered]
   if not rows or not any(cell.strip() for cell in rows[0]):
     raise DataError(f"{path}, line 1: the file is empty; it needs a header row with the columns "
                     "prefix, target, foil [, counterfactual] [, condition].")
@@ -83,7 +94,7 @@ def read_tsv(path: str) -> list[Pair]:
                     f"prefix, target, foil (tab-separated), and has {header}.")
   column = {name: header.index(name) for name in _COLUMNS if name in header}
   pairs = []
-  for n, row in enumerate(rows[1:], start=2):
+  for n, row in numbered[1:]:
     if not any(cell.strip() for cell in row):
       continue
     where = f"{path}, line {n}"
@@ -112,14 +123,13 @@ def write_tsv(path: str, pairs: list[Pair]) -> None:
   """Writes pairs in the minimal-pair TSV format (the counterfactual column only if some pair has one)."""
   with_cf = any(p.counterfactual is not None for p in pairs)
   columns = ["prefix", "target", "foil"] + (["counterfactual"] if with_cf else []) + ["condition"]
-  with open(path, "w", encoding="utf-8", newline="") as f:
-    f.write("\t".join(columns) + "\n")
-    for p in pairs:
-      cells = [" ".join(p.prefix), p.target, p.foil]
-      if with_cf:
-        cells.append(" ".join(p.counterfactual or ()))
-      cells.append(p.condition)
-      f.write("\t".join(cells) + "\n")
+  lines = ["\t".join(columns)]
+  for p in pairs:
+    cells = [" ".join(p.prefix), p.target, p.foil]
+    if with_cf:
+      cells.append(" ".join(p.counterfactual or ()))
+    lines.append("\t".join(cells + [p.condition]))
+  files.write_text(path, "\n".join(lines) + "\n")
 
 
 def load_marvin_linzen(path: str | None = None, tasks: list[str] | None = None) -> list[Pair]:
@@ -137,22 +147,20 @@ def load_marvin_linzen(path: str | None = None, tasks: list[str] | None = None) 
   path = path or vendored("marvin_linzen2018", "marvin_linzen2018_agreement.tsv.gz")
   name = os.path.basename(path)
   pairs = []
-  with _open_text(path) as f:
-    reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-    header = next(reader, None)
-    if header is None or header[:4] != ["task", "condition", "grammatical", "ungrammatical"]:
-      raise DataError(f"{path}, line 1: expected the header task, condition, grammatical, ungrammatical; "
-                      "pass a Marvin & Linzen TSV.")
-    for n, row in enumerate(reader, start=2):
-      if len(row) < 4:
-        raise DataError(f"{path}, line {n}: expected at least 4 tab-separated fields, found {len(row)}.")
-      if tasks is not None and row[0] not in tasks:
-        continue
-      good, bad = row[2].split(), row[3].split()
-      i = next((k for k, (g, b) in enumerate(zip(good, bad)) if g != b), len(good))
-      if len(good) != len(bad) or i == len(good) or good[i + 1:] != bad[i + 1:]:
-        raise DataError(f"{path}, line {n}: the two sentences must differ in exactly one word.")
-      pairs.append(Pair(tuple(good[:i]), good[i], bad[i], None, f"{row[0]}/{row[1]}", f"{name}:{n}"))
+  rows = _tsv_rows(path)
+  if not rows or rows[0][1][:4] != ["task", "condition", "grammatical", "ungrammatical"]:
+    raise DataError(f"{path}, line 1: expected the header task, condition, grammatical, ungrammatical; "
+                    "pass a Marvin & Linzen TSV.")
+  for n, row in rows[1:]:
+    if len(row) < 4:
+      raise DataError(f"{path}, line {n}: expected at least 4 tab-separated fields, found {len(row)}.")
+    if tasks is not None and row[0] not in tasks:
+      continue
+    good, bad = row[2].split(), row[3].split()
+    i = next((k for k, (g, b) in enumerate(zip(good, bad)) if g != b), len(good))
+    if len(good) != len(bad) or i == len(good) or good[i + 1:] != bad[i + 1:]:
+      raise DataError(f"{path}, line {n}: the two sentences must differ in exactly one word.")
+    pairs.append(Pair(tuple(good[:i]), good[i], bad[i], None, f"{row[0]}/{row[1]}", f"{name}:{n}"))
   return pairs
 
 
@@ -165,19 +173,26 @@ def load_blimp(path: str) -> list[Pair]:
   in this format, and a file without any one-prefix item raises DataError.
   """
   pairs = []
-  with _open_text(path) as f:
-    for n, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        item = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f"{path}, line {n}: not valid JSON ({e.msg}); pass a BLiMP .jsonl file.") from e
-      if "one_prefix_prefix" not in item:
-        continue
-      pairs.append(Pair(tuple(item["one_prefix_prefix"].split()), item["one_prefix_word_good"],
-                        item["one_prefix_word_bad"], None, item.get("UID", ""),
-                        f"{os.path.basename(path)}:{n}"))
+  for n, line in enumerate(files.read_text(path, DataError).split("\n"), start=1):
+    if not line.strip():
+      continue
+    try:
+      item = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DataError(f"{path}, line {n}: not valid JSON ({e.msg}); pass a BLiMP .jsonl file.") from None
+    except (ValueError, RecursionError) as e:  # an integer of thousands of digits, nesting too deep
+      raise DataError(f"{path}, line {n}: not readable JSON ({type(e).__name__}); pass a BLiMP .jsonl file.") from None
+    if not isinstance(item, dict):
+      raise DataError(f"{path}, line {n}: expected a JSON object per line, got a {type(item).__name__}; pass a "
+                      f"BLiMP .jsonl file.")
+    if "one_prefix_prefix" not in item:
+      continue
+    fields = [item.get(k) for k in ("one_prefix_prefix", "one_prefix_word_good", "one_prefix_word_bad")]
+    if not all(isinstance(v, str) for v in fields):
+      raise DataError(f"{path}, line {n}: one_prefix_prefix, one_prefix_word_good and one_prefix_word_bad must "
+                      f"be strings; fix the item.")
+    pairs.append(Pair(tuple(fields[0].split()), fields[1], fields[2], None, str(item.get("UID", "")),
+                      f"{os.path.basename(path)}:{n}"))
   if not pairs:
     raise DataError(f"{path}, line 1: no item has one_prefix_prefix (two-prefix-only paradigm or empty "
                     "file); pass a one-prefix BLiMP paradigm.")

@@ -22,7 +22,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from jaxmask import checkpoints, interventions, models, report, subword
+from jaxmask import checkpoints, files, flagfiles, interventions, models, report, subword
 from jaxmask.models import lstm
 
 INTERVENTIONS = ("counterfactual", "zero", "mean")
@@ -311,9 +311,7 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
                             tokenizer)
     text = json.dumps(report.finite(result), indent=2)
     if FLAGS.output:
-      os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-      with open(FLAGS.output, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
+      files.write_text(FLAGS.output, text + "\n")
   except (checkpoints.CheckpointError, data.DataError, ValueError, OSError) as e:
     sys.exit(f"evaluate: {e}")
   print(text if not FLAGS.output else f"evaluate: accuracy {result['accuracy']:.4f} on {result['items']} items "
@@ -322,4 +320,4 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=flagfiles.parser("evaluate"))

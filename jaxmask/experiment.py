@@ -14,7 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import checkpoints, data, grammar, interventions, models, phenomena, report, subword
+from jaxmask import checkpoints, data, grammar, interventions, models, phenomena, report, subword, workdir_lock
 from jaxmask.compare import compare_methods, evaluate_sets, seed_stability
 from jaxmask.config import Config, ExperimentError
 from jaxmask.models import lstm
@@ -138,9 +138,16 @@ def trace_data(params: lstm.Params, pairs: list[data.Pair], items: interventions
 
 
 def run(config: Config) -> dict[str, Any]:
-  """The whole main job; writes results.json, pareto.png, traces.png and summary.md to ``config.workdir``."""
+  """The whole main job; writes results.json, pareto.png, traces.png and summary.md to ``config.workdir``.
+
+  The workdir is locked for the run (``workdir_lock``): a second run on it while this one lives is refused.
+  """
   config.validate()
-  os.makedirs(config.workdir, exist_ok=True)
+  with workdir_lock.hold(config.workdir, ExperimentError):
+    return _run(config)
+
+
+def _run(config: Config) -> dict[str, Any]:
   timing = {}
   start = time.perf_counter()
   params, model_config, vocab, checkpoint_dir = load_model(config)

@@ -9,6 +9,7 @@ Every flag is a field of ``config.Config``, with the same name, default and help
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 
 from absl import app
@@ -17,6 +18,7 @@ from absl import logging
 
 from jaxmask import config as config_lib
 from jaxmask import experiment
+from jaxmask import flagfiles
 
 _LISTS = {"lambdas": float, "baseline_ks": int}  # tuple fields: comma-separated flags, cast per element
 
@@ -44,10 +46,13 @@ FLAGS = flags.FLAGS
 
 def _numbers(name: str, cast):
   try:
-    return tuple(cast(x) for x in FLAGS[name].value)
+    values = tuple(cast(x) for x in FLAGS[name].value)
   except ValueError:
-    raise experiment.ExperimentError(f"--{name}={','.join(FLAGS[name].value)}: expected a comma-separated list "
-                                     f"of numbers.") from None
+    values = ()
+  if not values or not all(math.isfinite(v) for v in values):
+    raise experiment.ExperimentError(f"--{name}={','.join(FLAGS[name].value)[:80]}: expected a comma-separated "
+                                     f"list of finite numbers.")
+  return values
 
 
 def config_from_flags() -> experiment.Config:
@@ -79,4 +84,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=flagfiles.parser("main"))

@@ -3,7 +3,6 @@ summary.md."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -13,7 +12,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from jaxmask import baselines  # noqa: E402
+from jaxmask import baselines, files  # noqa: E402
 
 # (label, color, marker) of every method, search methods included: from the one registry.
 METHOD_STYLE = {name: (m.label, m.color, m.marker) for name, m in baselines.METHODS.items()}
@@ -29,15 +28,19 @@ def finite(tree: Any) -> Any:
 
 
 def write(workdir: str, results: dict[str, Any], traces: dict[str, Any]) -> None:
-  """Writes the four files into ``workdir``."""
-  with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1)
+  """Writes the four files into ``workdir``, each atomically and results.json last (a run killed before it
+  left no results; the rerun writes them all)."""
   pareto(results, os.path.join(workdir, "pareto.png"))
   if _has_side_effects(results):
     specificity(results, os.path.join(workdir, "specificity.png"))
   trace_plot(traces, results, os.path.join(workdir, "traces.png"))
-  with open(os.path.join(workdir, "summary.md"), "w", encoding="utf-8") as f:
-    f.write(summary(results))
+  files.write_text(os.path.join(workdir, "summary.md"), summary(results))
+  files.write_json(os.path.join(workdir, "results.json"), results, indent=1)
+
+
+def _save(fig: plt.Figure, path: str, dpi: int) -> None:
+  files.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi), binary=True)
+  plt.close(fig)
 
 
 def pareto(results: dict[str, Any], path: str) -> None:
@@ -75,8 +78,7 @@ def pareto(results: dict[str, Any], path: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path, 120)
 
 
 def _has_side_effects(results: dict[str, Any]) -> bool:
@@ -102,8 +104,7 @@ def specificity(results: dict[str, Any], path: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path, 120)
 
 
 def trace_plot(traces: dict[str, Any], results: dict[str, Any], path: str) -> None:
@@ -132,8 +133,7 @@ def trace_plot(traces: dict[str, Any], results: dict[str, Any], path: str) -> No
   fig.suptitle(f"Activation (h or c) of the selected units, mean over held-out items "
                f"({results['config']['phenomenon']})", fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save(fig, path, 110)
 
 
 def _pct(x: float | None) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tqdm
 
-from jaxmask import data, interventions, search
+from jaxmask import checkpoints, data, files, interventions, search
 from jaxmask.config import Config, ExperimentError, fingerprint, search_config_of
 from jaxmask.models import lstm
 
@@ -39,20 +39,21 @@ def run_sweep(params: lstm.Params, items: interventions.Items, config: Config, m
   run_fingerprint = fingerprint(search_config, config.seed, items, values)
   os.makedirs(directory, exist_ok=True)
   marker = os.path.join(directory, "fingerprint.txt")
-  if os.path.exists(marker) and open(marker).read().strip() != run_fingerprint:
+  if os.path.exists(marker) and files.read_text(marker, ExperimentError).strip() != run_fingerprint:
     raise ExperimentError(f"--workdir={config.workdir} holds a {method} search with other settings or items "
                           f"({directory}); use a new --workdir or delete that directory to start over.")
-  with open(marker, "w") as f:
-    f.write(run_fingerprint)
+  files.write_text(marker, run_fingerprint)
   num = len(values)
   traces = {"loss": np.full((config.steps, num), np.nan, np.float32)}
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=1))
-  state = None
+  state, restored = None, None
   if manager.latest_step() is not None:
     padded = int(np.ceil(num / jax.device_count()) * jax.device_count())
     init = jax.eval_shape(lambda: search.init_state(params, jnp.zeros(padded), search_config,  # shapes only
                                                     search.prepare(params, items, search_config, control)))
-    restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore({"state": init, **traces}))
+    _, restored = checkpoints.restore_latest(manager, ocp.args.StandardRestore({"state": init, **traces}),
+                                             f"{method} search")
+  if restored is not None:
     state = restored["state"]
     traces = {k: np.asarray(restored[k]) for k in traces}
     print(f"Resuming the {method} search from step {int(state.step)} ({directory}).", flush=True)
@@ -68,6 +69,7 @@ def run_sweep(params: lstm.Params, items: interventions.Items, config: Config, m
     bar.update(len(losses))
     bar.set_postfix(loss=f"{float(np.nanmean(losses[-1])):.3f}")
     manager.save(done, args=ocp.args.StandardSave({"state": s, **traces}))
+    checkpoints.seal(manager, done)
 
   result = search.sweep(params, items, values, config.seed, config=search_config,
                         control=control if config.mu > 0 else None, chunk_steps=config.chunk_steps, state=state,

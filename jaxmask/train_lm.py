@@ -31,7 +31,7 @@ from absl import flags
 from absl import logging
 from flax.training import train_state
 
-from jaxmask import checkpoints
+from jaxmask import checkpoints, files, flagfiles, workdir_lock
 from jaxmask.corpus import build_corpus
 from jaxmask.models import lstm
 
@@ -71,9 +71,18 @@ def config_from_dict(values: dict[str, Any]) -> LMConfig:
   unknown = sorted(set(values) - set(names))
   if unknown:
     raise TrainingError(f"unknown LM config field(s) {', '.join(unknown)}; known: {', '.join(names)}.")
-  types = {f.name: type(f.default) for f in dataclasses.fields(LMConfig)}
-  parse = lambda k, v: (str(v).lower() in ("1", "true")) if types[k] is bool else types[k](v)
-  return LMConfig(**{k: parse(k, v) for k, v in values.items()})
+  return LMConfig(**{k: _parse(k, v) for k, v in values.items()})
+
+
+def _parse(name: str, value: Any) -> Any:
+  """A field's value from its flag text; TrainingError naming the field if it is not of the field's type."""
+  kind = type(getattr(LMConfig, name))
+  if kind is bool:
+    return str(value).lower() in ("1", "true")
+  try:
+    return kind(value)
+  except (TypeError, ValueError):
+    raise TrainingError(f"{name}={str(value)[:60]!r} is not a valid {kind.__name__}; fix the value.") from None
 
 
 def read_flagfile(path: str) -> LMConfig:
@@ -83,20 +92,19 @@ def read_flagfile(path: str) -> LMConfig:
   """
   names = {f.name for f in dataclasses.fields(LMConfig)}
   values = {}
-  try:
-    with open(path, encoding="utf-8") as f:
-      lines = f.read().splitlines()
-  except OSError as e:
-    raise TrainingError(f"cannot read flagfile {path} ({e.strerror}).") from e
-  for number, line in enumerate(lines, 1):
+  for number, line in enumerate(files.read_text(path, TrainingError).split("\n"), 1):
     line = line.strip()
     if not line or line.startswith("#"):
       continue
     if not line.startswith("--") or "=" not in line:
-      raise TrainingError(f"{path}, line {number}: expected --name=value, got {line!r}.")
+      shown = line if len(line) <= 60 else line[:57] + "..."
+      raise TrainingError(f"{path}, line {number}: expected --name=value, got {shown!r}.")
     name, value = line[2:].split("=", 1)
     if name in names:
-      values[name] = value
+      try:
+        values[name] = _parse(name, value)
+      except TrainingError as e:
+        raise TrainingError(f"{path}, line {number}: {e}") from None
   return config_from_dict(values)
 
 
@@ -214,8 +222,13 @@ def _check_workdir(workdir: str, config: LMConfig, vocab: list[str]) -> None:
   config_path, vocab_path = os.path.join(state_dir, "lm_config.json"), os.path.join(state_dir, "vocab.txt")
   wanted = dataclasses.asdict(config)
   if os.path.exists(config_path):
-    with open(config_path, encoding="utf-8") as f:
-      stored = {**dataclasses.asdict(LMConfig()), **json.load(f)}  # fields added later take their defaults
+    try:
+      recorded = json.loads(files.read_text(config_path, TrainingError))
+    except ValueError as e:
+      raise TrainingError(f"{config_path} is corrupt ({type(e).__name__}); train into a new --workdir.") from None
+    if not isinstance(recorded, dict):
+      raise TrainingError(f"{config_path} is corrupt (not a JSON object); train into a new --workdir.")
+    stored = {**dataclasses.asdict(LMConfig()), **recorded}  # fields added later take their defaults
     if stored != wanted:
       diff = ", ".join(f"{k}={stored.get(k)!r} there vs {v!r} now" for k, v in wanted.items() if stored.get(k) != v)
       raise TrainingError(f"workdir {workdir} holds a run with a different config ({diff}); use a new --workdir "
@@ -224,11 +237,8 @@ def _check_workdir(workdir: str, config: LMConfig, vocab: list[str]) -> None:
       raise TrainingError(f"workdir {workdir} holds a run with another vocabulary ({vocab_path}); the generator "
                           f"changed since it started, so train into a new --workdir.")
     return
-  os.makedirs(state_dir, exist_ok=True)
-  with open(config_path, "w", encoding="utf-8") as f:
-    json.dump(wanted, f, indent=2)
-  with open(vocab_path, "w", encoding="utf-8") as f:
-    f.write("\n".join(vocab) + "\n")
+  files.write_text(vocab_path, "\n".join(vocab) + "\n")
+  files.write_json(config_path, wanted)  # last: its presence says the workdir is initialised
 
 
 def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True,
@@ -259,8 +269,14 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
     raise TrainingError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}.")
   if config.lexicon not in ("small", "large"):
     raise TrainingError(f"lexicon must be 'small' or 'large', got {config.lexicon!r}.")
-  model = tie if config.tie_weights else (lambda p: p)
   workdir = os.path.abspath(workdir)
+  with workdir_lock.hold(workdir, TrainingError):
+    return _train(config, workdir, progress, corpus)
+
+
+def _train(config: LMConfig, workdir: str, progress: bool, corpus: tuple[list[str], np.ndarray, np.ndarray] | None
+           ) -> lstm.Params:
+  model = tie if config.tie_weights else (lambda p: p)
   started = time.time()
   vocab, train_rows, valid_rows = corpus if corpus is not None else build_corpus(config)
   _check_workdir(workdir, config, vocab)
@@ -274,12 +290,12 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
   manager = ocp.CheckpointManager(
       os.path.join(workdir, "train_state"),
       options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))
-  start_step = manager.latest_step() or 0
-  if start_step == config.steps and os.path.exists(os.path.join(workdir, "config.json")):
+  if manager.latest_step() == config.steps and os.path.exists(os.path.join(workdir, "config.json")):
     manager.close()
     return checkpoints.load(workdir)[0]  # already finished: keep its checkpoint and recorded metrics
+  start_step, restored = checkpoints.restore_latest(manager, ocp.args.StandardRestore(_saved(state)),
+                                                    "train_lm train-state")
   if start_step:
-    restored = manager.restore(start_step, args=ocp.args.StandardRestore(_saved(state)))
     state = state.replace(step=jnp.asarray(restored["step"]), params=restored["params"],
                           opt_state=restored["opt_state"])
 
@@ -309,6 +325,7 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
         valid_ppl = perplexity(model(state.params), valid_rows, eos, config.batch_size)
       if done % config.checkpoint_every == 0 or done == config.steps:
         manager.save(done, args=ocp.args.StandardSave(_saved(state)))
+        checkpoints.seal(manager, done)
       bar.update(1)
       if done % 10 == 0 or done == config.steps:
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / max(time.time() - timed_since, 1e-9):,.0f}",
@@ -363,4 +380,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=flagfiles.parser("train_lm"))

@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from jaxmask import checkpoints
@@ -25,6 +27,7 @@ def test_round_trip_keeps_params_config_and_vocab(saved):
   directory, params = saved
   loaded, config, vocab = checkpoints.load(directory)
   assert vocab == VOCAB
+  assert len(config.pop("params_sha256")) == 64  # load checks it against params/
   assert config == {"vocab_size": 8, "embed_size": 6, "hidden_size": 5, "num_layers": 2, "note": "test",
                     "metrics": {"valid_perplexity": 12.5}}
   assert jax.tree.structure(loaded) == jax.tree.structure(params)
@@ -103,3 +106,55 @@ def test_packed_missing_or_corrupt_file_is_one_sentence(saved, tmp_path):
     checkpoints.load_packed(packed)
   with pytest.raises(checkpoints.CheckpointError, match=r"config.json is missing"):
     checkpoints.load_packed(str(tmp_path / "nowhere"))
+
+
+def _manager(directory):
+  return ocp.CheckpointManager(str(directory), options=ocp.CheckpointManagerOptions(
+      max_to_keep=2, enable_async_checkpointing=False))
+
+
+def _largest_file(directory):
+  paths = [os.path.join(r, n) for r, _, names in os.walk(directory) for n in names]
+  return max(paths, key=os.path.getsize)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit"])
+def test_corrupt_resumable_state_is_named_deleted_and_the_run_goes_back(tmp_path, capsys, damage):
+  tree = {"w": np.arange(4096, dtype=np.float32)}
+  with _manager(tmp_path / "state") as manager:
+    for step in (10, 20):
+      manager.save(step, args=ocp.args.StandardSave({"w": tree["w"] + step}))
+      checkpoints.seal(manager, step)
+  assert sorted(os.listdir(tmp_path / "state")) == ["10", "10.sha256", "20", "20.sha256"]
+  path = _largest_file(tmp_path / "state" / "20")
+  raw = open(path, "rb").read()
+  open(path, "wb").write(raw[:len(raw) // 2] if damage == "truncate" else raw[:-8] + b"\x01" * 8)
+  args = ocp.args.StandardRestore(tree)
+  with _manager(tmp_path / "state") as manager:
+    step, restored = checkpoints.restore_latest(manager, args, "test")
+  assert step == 10 and np.array_equal(restored["w"], tree["w"] + 10)
+  assert capsys.readouterr().err == (f"The test checkpoint {tmp_path}/state/20 is corrupt (its files' sha256 differs "
+                                     f"from the one recorded when it was saved); it was deleted and the run restarts "
+                                     f"from the earlier checkpoint of step 10.\n")
+  path = _largest_file(tmp_path / "state" / "10")
+  open(path, "wb").write(b"")
+  with _manager(tmp_path / "state") as manager:
+    assert checkpoints.restore_latest(manager, args, "test") == (0, None)
+    assert manager.all_steps() == []
+  assert capsys.readouterr().err.endswith("it was deleted and the run restarts from step 0.\n")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit"])
+def test_corrupt_params_and_nan_params_are_one_sentence(saved, tmp_path, damage):
+  directory = tmp_path / "copy"
+  shutil.copytree(saved[0], directory)
+  path = _largest_file(directory / "params")
+  raw = open(path, "rb").read()
+  open(path, "wb").write(raw[:10] if damage == "truncate" else raw[:-4] + b"\x7f\x7f\x7f\x7f")
+  with pytest.raises(checkpoints.CheckpointError, match=r"params is corrupt \(its files' sha256 differs from the "
+                                                        r"params_sha256 recorded in .*config.json\); re-create"):
+    checkpoints.load(str(directory))
+  params = jax.tree.map(lambda a: a.at[0].set(np.nan) if a.ndim == 1 else a, saved[1])
+  checkpoints.save(str(tmp_path / "nan"), params, VOCAB)
+  with pytest.raises(checkpoints.CheckpointError, match=r"params: parameter .* holds NaN or inf; the model is "):
+    checkpoints.load(str(tmp_path / "nan"))
