@@ -192,12 +192,18 @@ def soak(jobs: tuple[str, ...], kills: int, kills_per_trial: int, seed: int, scr
   return tallies
 
 
-_KILLS = flags.DEFINE_integer("kills", 21, "SIGKILLs in all, shared round robin by the jobs.")
-_PER_TRIAL = flags.DEFINE_integer("kills_per_trial", 2, "Kills of one workdir before the run to completion.")
-_JOBS = flags.DEFINE_list("jobs", list(JOBS), f"Jobs to soak, of {', '.join(JOBS)}.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the kill moments.")
-_OUTPUT = flags.DEFINE_string("output", None, "Also write the figures as JSON here.")
-_CACHE = flags.DEFINE_bool("compilation_cache", True, "Share JAX's compilation cache between the jobs' runs.")
+def define_flags() -> dict[str, flags.FlagHolder]:
+  """The command's flags (defined only when it runs, so that tests can import this module beside other apps)."""
+  return {"kills": flags.DEFINE_integer("kills", 21, "SIGKILLs in all, shared round robin by the jobs."),
+          "per_trial": flags.DEFINE_integer("kills_per_trial", 2, "Kills of one workdir before the run to completion."),
+          "jobs": flags.DEFINE_list("jobs", list(JOBS), f"Jobs to soak, of {', '.join(JOBS)}."),
+          "seed": flags.DEFINE_integer("seed", 0, "Seed of the kill moments."),
+          "output": flags.DEFINE_string("output", None, "Also write the figures as JSON here."),
+          "cache": flags.DEFINE_bool("compilation_cache", True,
+                                     "Share JAX's compilation cache between the jobs' runs.")}
+
+
+FLAGS: dict[str, flags.FlagHolder] = {}
 
 
 def main(argv: list[str]) -> None:
@@ -205,9 +211,10 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore of the compared parameters at INFO
   started = time.perf_counter()
   with tempfile.TemporaryDirectory(prefix="jaxmask_soak_") as scratch:
-    if _CACHE.value:
+    if FLAGS["cache"].value:
       compilation_cache(os.path.join(scratch, "jax_cache"))
-    tallies = soak(tuple(_JOBS.value), _KILLS.value, _PER_TRIAL.value, _SEED.value, scratch)
+    tallies = soak(tuple(FLAGS["jobs"].value), FLAGS["kills"].value, FLAGS["per_trial"].value,
+                   FLAGS["seed"].value, scratch)
   wall = time.perf_counter() - started
   print("| job | trials | kills | finished before the kill | differences | corrupt outputs | reruns failed | seconds |")
   print("|---|---|---|---|---|---|---|---|")
@@ -221,8 +228,8 @@ def main(argv: list[str]) -> None:
   for t in tallies.values():
     for note in t.notes:
       print(note)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w", encoding="utf-8") as f:
+  if FLAGS["output"].value:
+    with open(FLAGS["output"].value, "w", encoding="utf-8") as f:
       json.dump({"jobs": {j: dataclasses.asdict(t) for j, t in tallies.items()}, "total": total,
                  "wall_seconds": round(wall), "command": " ".join(sys.argv),
                  "machine": f"{os.cpu_count()} CPU cores (shared)"}, f, indent=1)
@@ -231,4 +238,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  FLAGS.update(define_flags())
   app.run(main)
