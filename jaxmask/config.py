@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxmask import endgame, interventions, phenomena, search
+from jaxmask import endgame, formats, interventions, phenomena, search
 
 
 class ExperimentError(ValueError):
@@ -33,8 +33,9 @@ class Config:
       "help": "Output directory (results.json, plots, summary.md, search checkpoints).", "choices": None})
   phenomenon: str = setting("agreement", "Built-in items and probe labels.", tuple(phenomena.PHENOMENA))
   checkpoint: str = setting("", "jaxmask checkpoint directory; empty = the LM shipped in the package.")
-  train_items: str = setting("", "Minimal-pair TSV for the search; empty = built-in items.")
-  eval_items: str = setting("", "Minimal-pair TSV held out for evaluation; empty = built-in.")
+  train_items: str = setting("", "Minimal-pair file (--format) for the search; empty = built-in items.")
+  eval_items: str = setting("", "Minimal-pair file (--format) held out for evaluation; empty = built-in.")
+  format: str = setting("tsv", "Format of --train_items and --eval_items (formats.FORMATS).", tuple(formats.FORMATS))
   train_per_cell: int = setting(40, "Built-in search items per condition cell.")
   eval_per_cell: int = setting(40, "Built-in held-out items per condition cell.")
   # From nearly every unit kept to the empty set, so that the sweep also yields its best 1- and 2-unit sets.
@@ -76,6 +77,8 @@ class Config:
       raise ExperimentError(f"--phenomenon={self.phenomenon} is not known; use {' or '.join(phenomena.PHENOMENA)}.")
     if self.method not in search.METHODS:
       raise ExperimentError(f"--method={self.method} is not known; use {' or '.join(search.METHODS)}.")
+    if self.format not in formats.FORMATS:
+      raise ExperimentError(f"--format={self.format} is not known; use one of {', '.join(formats.FORMATS)}.")
     if self.select_by not in ("every_condition", "overall"):
       raise ExperimentError(f"--select_by={self.select_by} is not known; use every_condition or overall.")
     if self.baselines not in ("all", "none"):

@@ -3,8 +3,9 @@
 A minimal pair is (x, y, y') and optionally an aligned counterfactual x': the model should score the
 target y above the foil y' after the prefix x. Users bring their own pairs as a UTF-8 TSV with a header
 row naming the columns ``prefix``, ``target``, ``foil`` and optionally ``counterfactual`` and
-``condition``; words are separated by single spaces. Published evaluation sets ship with the package
-under ``jaxmask/data/`` (see ``jaxmask/data/ATTRIBUTION.md``).
+``condition``; words are separated by single spaces. Published formats are read directly (``formats.py``:
+every command that reads items takes ``--format``). Published evaluation sets ship with the package under
+``jaxmask/data/`` (see ``jaxmask/data/ATTRIBUTION.md``).
 
 Tokenizer (the one rule, in :func:`normalize`): a word maps to its exact vocabulary entry if there is
 one, else to the entry for its lower-cased form, else it is out of vocabulary. So "The athlete" and
@@ -62,7 +63,7 @@ def vendored(*parts: str) -> str:
   return str(importlib.resources.files("jaxmask").joinpath("data", *parts))
 
 
-def _open_text(path: str):
+def open_text(path: str):
   return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(
       path, encoding="utf-8", newline="")
 
@@ -71,7 +72,7 @@ def read_tsv(path: str) -> list[Pair]:
   """Reads a minimal-pair TSV (optionally gzipped); raises DataError naming the file and line on bad input."""
   if not os.path.isfile(path):
     raise DataError(f"{path}: no such file; pass the path of a minimal-pair TSV.")
-  with _open_text(path) as f:
+  with open_text(path) as f:
     rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
   if not rows or not any(cell.strip() for cell in rows[0]):
     raise DataError(f"{path}, line 1: the file is empty; it needs a header row with the columns "
@@ -137,7 +138,7 @@ def load_marvin_linzen(path: str | None = None, tasks: list[str] | None = None) 
   path = path or vendored("marvin_linzen2018", "marvin_linzen2018_agreement.tsv.gz")
   name = os.path.basename(path)
   pairs = []
-  with _open_text(path) as f:
+  with open_text(path) as f:
     reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
     header = next(reader, None)
     if header is None or header[:4] != ["task", "condition", "grammatical", "ungrammatical"]:
@@ -165,7 +166,7 @@ def load_blimp(path: str) -> list[Pair]:
   in this format, and a file without any one-prefix item raises DataError.
   """
   pairs = []
-  with _open_text(path) as f:
+  with open_text(path) as f:
     for n, line in enumerate(f, start=1):
       if not line.strip():
         continue

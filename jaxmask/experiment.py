@@ -14,7 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import checkpoints, data, grammar, interventions, models, phenomena, report
+from jaxmask import checkpoints, data, formats, grammar, interventions, models, phenomena, report
 from jaxmask.compare import compare_methods, evaluate_sets, seed_stability
 from jaxmask.config import Config, ExperimentError
 from jaxmask.models import lstm
@@ -37,36 +37,35 @@ def builtin_pairs(phenomenon: str, split: str, per_cell: int, seed: int, languag
   return phenomena.get(phenomenon).items(split, per_cell, seed, language)
 
 
-def _pairs(path: str, flag: str, phenomenon: str, split: str, per_cell: int, seed: int, language: str
+def _pairs(path: str, flag: str, config: Config, split: str, per_cell: int, language: str, vocab: list[str]
            ) -> list[data.Pair]:
   if not path:
-    return builtin_pairs(phenomenon, split, per_cell, seed, language)
-  if not os.path.exists(path):
-    raise ExperimentError(f"{flag}={path}: no such file; give a minimal-pair TSV (columns prefix, target, foil, "
-                          f"counterfactual[, condition]).")
+    return builtin_pairs(config.phenomenon, split, per_cell, config.seed, language)
   try:
-    pairs = data.read_tsv(path)
+    return formats.read_items(path, config.format, vocab)
   except data.DataError as e:
-    raise ExperimentError(str(e)) from e
-  return pairs
+    raise ExperimentError(f"{flag}: {e}" if "no such file" in str(e) else str(e)) from e
 
 
 def encode_pairs(pairs: list[data.Pair], vocab: list[str], what: str, needs_counterfactual: bool
                  ) -> tuple[interventions.Items, list[data.Pair], dict]:
-  """Encodes pairs, keeping those whose target and foil are in the vocabulary; errors name the flag."""
-  if needs_counterfactual:
-    missing = [p for p in pairs if p.counterfactual is None]
-    if missing:
-      raise ExperimentError(f"{missing[0].source or what}: no counterfactual prefix; add a counterfactual column or "
-                            f"use --replacement=zero|mean.")
+  """Encodes pairs, keeping those whose target and foil are in the vocabulary; errors name the flag.
+
+  With ``needs_counterfactual`` the pairs without a counterfactual x' are left out and counted
+  (``without_counterfactual``: e.g. Lakretz items whose subject the lexicon cannot flip); none with one is an error.
+  """
+  with_cf = [p for p in pairs if p.counterfactual is not None] if needs_counterfactual else list(pairs)
+  if not with_cf:
+    raise ExperimentError(f"{pairs[0].source if pairs else what}: no counterfactual prefix; add a counterfactual "
+                          f"column or use --replacement=zero|mean.")
   try:
-    items, kept, stats = data.encode(pairs, vocab)
+    items, kept, stats = data.encode(with_cf, vocab)
   except data.DataError as e:
     raise ExperimentError(str(e)) from e
   if stats["items"] == 0:
     raise ExperimentError(f"{what}: none of the {len(pairs)} items has its target and foil in the model's "
                           f"vocabulary; check the words (or the --checkpoint).")
-  return items, [pairs[i] for i in kept], stats
+  return items, [with_cf[i] for i in kept], {**stats, "without_counterfactual": len(pairs) - len(with_cf)}
 
 
 def known(params: lstm.Params, items: interventions.Items, pairs: list[data.Pair]
@@ -147,12 +146,10 @@ def run(config: Config) -> dict[str, Any]:
   needs_cf = config.replacement == "counterfactual"
   other_name = phenomena.get(config.phenomenon).counterpart
   search_items, search_pairs, search_stats = encode_pairs(
-      _pairs(config.train_items, "--train_items", config.phenomenon, "search", config.train_per_cell, config.seed,
-             language),
+      _pairs(config.train_items, "--train_items", config, "search", config.train_per_cell, language, vocab),
       vocab, "--train_items", needs_cf)
   heldout_items, heldout_pairs, heldout_stats = encode_pairs(
-      _pairs(config.eval_items, "--eval_items", config.phenomenon, "heldout", config.eval_per_cell, config.seed,
-             language),
+      _pairs(config.eval_items, "--eval_items", config, "heldout", config.eval_per_cell, language, vocab),
       vocab, "--eval_items", needs_cf)
   other_items, other_pairs, _ = encode_pairs(builtin_pairs(other_name, "heldout", config.eval_per_cell, config.seed,
              language),
