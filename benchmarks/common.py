@@ -178,14 +178,17 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
   return TABLES[-1]
 
 
-def agreement_setup(checkpoint: str | None, per_cell: int = 40, heldout_per_cell: int = 20) -> dict[str, Any]:
-  """The LM and the generated agreement items ("search" and "heldout" splits) for the estimators and ablation.
+def agreement_setup(checkpoint: str | None, per_cell: int = 40, heldout_per_cell: int = 20, items: str | None = None,
+                    fmt: str = "tsv") -> dict[str, Any]:
+  """The LM and the agreement items ("search" and "heldout" splits) for the estimators and ablation.
 
   With ``checkpoint`` the trained LM is loaded (``"default"``: the LM shipped in the package) and the items
   come from the language it was trained on; without, a 2 x 128 LM with random weights over the small
   language's vocabulary stands in (the timings hold, the found sets mean nothing) and the description says so.
+  ``items`` (a file in ``formats.FORMATS`` format ``fmt``) replaces the generated items: its pairs with a
+  counterfactual, alternately search and held-out.
   """
-  from jaxmask import checkpoints, data, grammar  # the data edge, only needed here
+  from jaxmask import checkpoints, data, formats, grammar  # the data edge, only needed here
   language = "small"
   if checkpoint:
     params, config, vocab = checkpoints.load_default() if checkpoint == "default" else checkpoints.load(checkpoint)
@@ -196,9 +199,16 @@ def agreement_setup(checkpoint: str | None, per_cell: int = 40, heldout_per_cell
     vocab = grammar.vocabulary()
     params = random_params(len(vocab), DEFAULT["hidden_size"], DEFAULT["num_layers"])
     description = f"RANDOM-WEIGHT LM ({DEFAULT['num_layers']}x{DEFAULT['hidden_size']}, V={len(vocab)}; no --checkpoint)"
-  items, _, _ = data.encode(grammar.agreement_items(per_cell, 0, split="search", language=language), vocab)
-  heldout, _, _ = data.encode(grammar.agreement_items(heldout_per_cell, 1, split="heldout", language=language), vocab)
-  return {"params": params, "items": items, "heldout": heldout, "description": description, "trained": bool(checkpoint)}
+  if items:
+    pairs = [p for p in formats.read_items(items, fmt, vocab) if p.counterfactual is not None]
+    search_pairs, heldout_pairs = pairs[::2], pairs[1::2]
+    description += f", items {os.path.basename(items)} ({len(pairs)} with a counterfactual)"
+  else:
+    search_pairs = grammar.agreement_items(per_cell, 0, split="search", language=language)
+    heldout_pairs = grammar.agreement_items(heldout_per_cell, 1, split="heldout", language=language)
+  encoded, _, _ = data.encode(search_pairs, vocab)
+  heldout, _, _ = data.encode(heldout_pairs, vocab)
+  return {"params": params, "items": encoded, "heldout": heldout, "description": description, "trained": bool(checkpoint)}
 
 
 def lambdas(count: int) -> np.ndarray:

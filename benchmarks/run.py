@@ -25,6 +25,10 @@ PARTS = ("estimators", "sweep", "torch", "ablation", "roofline", "scaling", "opt
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the JSON of every figure.", required=True)
 _QUICK = flags.DEFINE_bool("quick", False, "Shorter runs of every part (< 3 minutes on 2 cores).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained LM checkpoint directory, or 'default' for the shipped LM (unset: random weights).")
+_ITEMS = flags.DEFINE_string("items", None, "Items for the estimators and ablation parts (a file in --format); "
+                             "unset: the generated agreement items.")
+_FORMAT = flags.DEFINE_string("format", "tsv", "Format of --items (jaxmask.formats.FORMATS: tsv, marvin_linzen, blimp, "
+                              "lakretz, colorlessgreen).")
 _PARTS = flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, of {', '.join(PARTS)}.")
 _TABLES = flags.DEFINE_string("tables", None, "Also write the printed tables to this Markdown file.")
 _LAMBDA = flags.DEFINE_float("estimators_lambda", 0.01, "The sparsity coefficient of the estimators part.")
@@ -90,7 +94,7 @@ def main(argv: list[str]) -> None:
       continue
     start = time.perf_counter()
     if part in ("estimators", "ablation") and setup is None:
-      setup = common.agreement_setup(_CHECKPOINT.value)
+      setup = common.agreement_setup(_CHECKPOINT.value, items=_ITEMS.value, fmt=_FORMAT.value)
     if part == "estimators":
       results[part] = estimators.run(setup, quick, _LAMBDA.value, _SEEDS.value)
     elif part == "ablation":
