@@ -86,14 +86,15 @@ class SearchProgram:
   """``search.run_steps`` compiled ahead of time for one shape: Λ lambdas, ``chunk`` steps per call.
 
   The gate-independent arrays (``search.prepare``) are computed once, as ``search.sweep`` does. Calling
-  ``run(state)`` executes ``chunk`` steps of every lambda and returns the new state (blocked).
+  ``run(state)`` executes ``chunk`` steps of every lambda and returns the new state (blocked). ``control`` is
+  the control text of the KL term (needed when ``config.mu > 0``).
   """
 
   def __init__(self, params: lstm.Params, items: interventions.Items, lambdas, config: search.SearchConfig,
-               chunk: int | None = None, seed: int = 0):
+               chunk: int | None = None, seed: int = 0, control: interventions.Control | None = None):
     self.params, self.items, self.config = params, items, config
     self.lambdas = jnp.asarray(np.asarray(lambdas, np.float32).reshape(-1))
-    self.shared = search.prepare(params, items, config)
+    self.shared = search.prepare(params, items, config, control)
     self.key = jax.random.key(seed)
     self.chunk = chunk or config.steps
     start = time.perf_counter()

@@ -48,6 +48,8 @@ class Config:
   sites: str = setting("h", "States that can be intervened: h of every layer, or h and c.", ("h", "hc"))
   replacement: str = setting("counterfactual", "Replacement r.", tuple(interventions.REPLACEMENTS))
   mu: float = setting(0.0, "Weight of the KL control term on held-out text (0 = off).")
+  control_batch_size: int = setting(8, "Control sentences per search step for the KL term (a minibatch; 0 = all "
+                                       "--control_sentences every step).")
   seed: int = setting(0, "Random seed.")
   # The end-game (jaxmask/endgame.py, README "Reaching a discrete set").
   init_logit: float = setting(3.0, "Initial gate logit (3: gates start open; 0: the plain method).")

@@ -70,6 +70,7 @@ class SearchConfig:
   replacement: str = "counterfactual"
   objective: str = "flip"
   mu: float = 0.0
+  control_batch_size: int = 8     # control rows per step for the KL term (a minibatch, as for the items; 0 = all)
   num_samples: int = 8            # REINFORCE: samples per step
   baseline: str = "moving_average"  # REINFORCE: "moving_average" (decay 0.99) or "leave_one_out"
   baseline_decay: float = 0.99
@@ -97,6 +98,8 @@ class SearchConfig:
       raise ValueError("the leave-one-out baseline needs num_samples >= 2.")
     if self.steps < 1 or self.batch_size < 1:
       raise ValueError("steps and batch_size must be positive.")
+    if self.control_batch_size < 0:
+      raise ValueError(f"control_batch_size must be >= 0 (0 = every control row), got {self.control_batch_size}.")
     if self.schedule not in endgame.SCHEDULES:
       raise ValueError(f"unknown schedule {self.schedule!r}; use one of {', '.join(endgame.SCHEDULES)}.")
     if not (0.0 <= self.ramp_fraction <= 1.0 and 0.0 <= self.hard_fraction < 1.0):
@@ -182,12 +185,25 @@ def init_state(params: lstm.Params, lambdas: jax.Array, config: SearchConfig, sh
                     step=jnp.zeros((), jnp.int32))
 
 
+KL_BYTES = 2 ** 28  # the memory the control term's logits may hold at once, over every vmapped run
+
+
+def kl_chunk(vocab_size: int, runs: int, budget: int = KL_BYTES) -> int:
+  """Control positions whose logits are decoded at once so that ``runs`` vmapped runs stay under ``budget`` bytes.
+
+  Each position holds about four V-wide float32 arrays (logits, log q, p, their product): 64 positions per run
+  of 16 at 50,000 words, 600 at the default LM's 5,596 (capped at 1,024).
+  """
+  return int(max(1, min(1024, budget // max(1, runs * vocab_size * 4 * 4))))
+
+
 def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchConfig, key: jax.Array,
-             total_steps: jax.Array) -> Callable:
+             total_steps: jax.Array, runs: int = 1) -> Callable:
   """The update of one run at one step: (logits, replacement, opt_state, baseline, multiplier, value, step) -> new.
 
   ``value`` is the run's lambda, or its target size k when ``config.targets`` (then lambda is the Lagrange
   multiplier, updated after each step). ``total_steps`` sets the ramp and the hard phase (endgame.py).
+  ``runs``, the number of runs vmapped together, sizes the control term's chunks (:func:`kl_chunk`).
   """
   task_loss = objectives.LOSSES[config.objective]
   opt = _optimizer(config.learning_rate)
@@ -201,7 +217,19 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
       return jnp.arange(num_items), k_gate
     return jax.random.randint(k_batch, (config.batch_size,), 0, num_items), k_gate
 
-  def task(z_N, rep_LxH, idx):
+  # The control term: a minibatch of control rows per step (drawn apart from the items' stream), its KL over
+  # the full vocabulary decoded in chunks of positions (objectives.kl_control_decoded).
+  num_control = 0 if shared.control_mask is None else shared.control_mask.shape[0]
+  control_rows = num_control if config.control_batch_size in (0, num_control) else config.control_batch_size
+  samples = config.num_samples if config.method == "reinforce" else 1
+  chunk = kl_chunk(int(params["decoder"]["w"].shape[0]), runs * samples)
+
+  def control_of(step):
+    if control_rows >= num_control:
+      return jnp.arange(num_control)
+    return jax.random.randint(jax.random.fold_in(jax.random.fold_in(key, step), 1), (control_rows,), 0, num_control)
+
+  def task(z_N, rep_LxH, idx, step):
     """Mean task loss (+ mu * KL control) of the intervention z on the items at idx."""
     r_h = rep_LxH[:, None, None, :] if learned else shared.r_h
     if not learned and r_h.shape[1] != 1:
@@ -214,35 +242,37 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
     if config.mu > 0:
       intervention = lstm.Intervention(gates_N=z_N, h_LxBxTxH=shared.control_r_h, c_LxBxTxH=shared.control_r_c,
                                        sites=config.sites)
-      h, _ = lstm.run_layers(params, shared.control_xproj0, intervention)
-      kl = objectives.kl_control(shared.control_log_p, lstm.decode(params, h[-1]), shared.control_mask,
-                                 shared.control_classes)
+      rows = control_of(step)
+      h, _ = lstm.run_layers(params, shared.control_xproj0[rows], intervention)
+      kl = objectives.kl_control_decoded(shared.control_log_p[rows], h[-1], params["decoder"]["w"],
+                                         params["decoder"]["b"], shared.control_mask[rows], shared.control_classes,
+                                         chunk)
       return loss + config.mu * kl, loss
     return loss, loss
 
-  def hard_concrete(logits, rep, lam, idx, k_gate, baseline, hard, k):
+  def hard_concrete(logits, rep, lam, idx, k_gate, baseline, hard, k, step):
     def total(p):
       la, r = p
       z, l0 = gates.sample(k_gate, la), gates.expected_l0(la)
       if config.hard_fraction > 0:  # the read-out set in the forward pass, its size as the L0 term
         z_st = endgame.straight_through(la, endgame.read_out_mask(la, k))
         z, l0 = jnp.where(hard, z_st, z), jnp.where(hard, z_st.sum(), l0)
-      obj, t = task(z, r, idx)
+      obj, t = task(z, r, idx, step)
       return obj + lam * l0, t
     (value, t), grads = jax.value_and_grad(total, has_aux=True)((logits, rep))
     return value, t, grads, baseline, gates.expected_l0(logits)
 
-  def reinforce(logits, rep, lam, idx, k_gate, baseline, hard, k):
+  def reinforce(logits, rep, lam, idx, k_gate, baseline, hard, k, step):
     del hard, k
     z_KxN = gates.bernoulli_sample(k_gate, jnp.broadcast_to(logits, (config.num_samples,) + logits.shape))
-    f_K, t_K = jax.vmap(lambda z: task(z, rep, idx))(z_KxN)
+    f_K, t_K = jax.vmap(lambda z: task(z, rep, idx, step))(z_KxN)
     loo = config.baseline == "leave_one_out"
     surrogate = lambda phi: (gates.reinforce_surrogate(phi, z_KxN, f_K, baseline, loo)
                              + lam * jnp.sum(jax.nn.sigmoid(phi)))
     g_logits = jax.grad(surrogate)(logits)
     g_rep = jnp.zeros_like(rep)
     if learned:  # the replacement gets the pathwise gradient at the sampled gates
-      g_rep = jax.grad(lambda r: jnp.mean(jax.vmap(lambda z: task(z, r, idx)[0])(z_KxN)))(rep)
+      g_rep = jax.grad(lambda r: jnp.mean(jax.vmap(lambda z: task(z, r, idx, step)[0])(z_KxN)))(rep)
     new_baseline = gates.moving_average(baseline, f_K.mean(), config.baseline_decay)
     l0 = jnp.sum(jax.nn.sigmoid(logits))
     return f_K.mean() + lam * l0, t_K.mean(), (g_logits, g_rep), new_baseline, l0
@@ -256,7 +286,7 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
     k = value if config.targets else None
     # With a target size the hard phase's read-out has exactly k units: no size penalty is left to pay.
     lam = jnp.where(hard, 0.0, multiplier) if config.targets else value * ramp
-    objective, t, grads, baseline, l0 = estimator(logits, rep, lam, idx, k_gate, baseline, hard, k)
+    objective, t, grads, baseline, l0 = estimator(logits, rep, lam, idx, k_gate, baseline, hard, k, step_index)
     updates, opt_state = opt.update(grads, opt_state, (logits, rep))
     logits, rep = optax.apply_updates((logits, rep), updates)
     if config.targets:  # the multiplier prices the relaxed phase's constraint; the hard phase holds it
@@ -279,7 +309,8 @@ def run_steps(params: lstm.Params, items: Items, shared: Shared, key: jax.Array,
   not read, so one compiled program serves any step count. Returns (new state, objective and task loss
   per step and run, each (steps, Λ)).
   """
-  vstep = jax.vmap(_step_fn(params, items, shared, config, key, total_steps), in_axes=(0, 0, 0, 0, 0, 0, None))
+  vstep = jax.vmap(_step_fn(params, items, shared, config, key, total_steps, values.shape[0]),
+                   in_axes=(0, 0, 0, 0, 0, 0, None))
 
   def body(carry, i):
     logits, rep, opt_state, base, mult = carry
