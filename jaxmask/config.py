@@ -50,6 +50,8 @@ class Config:
   mu: float = setting(0.0, "Weight of the KL control term on held-out text (0 = off).")
   control_batch_size: int = setting(8, "Control sentences per search step for the KL term (a minibatch; 0 = all "
                                        "--control_sentences every step).")
+  control_positions: int = setting(32, "Of their real tokens, how many (drawn at random) decode the KL term's full "
+                                      "distributions each step (0 = all).")
   seed: int = setting(0, "Random seed.")
   # The end-game (jaxmask/endgame.py, README "Reaching a discrete set").
   init_logit: float = setting(3.0, "Initial gate logit (3: gates start open; 0: the plain method).")

@@ -71,6 +71,7 @@ class SearchConfig:
   objective: str = "flip"
   mu: float = 0.0
   control_batch_size: int = 8     # control rows per step for the KL term (a minibatch, as for the items; 0 = all)
+  control_positions: int = 32     # of their real positions, how many (drawn at random) decode the KL; 0 = all
   num_samples: int = 8            # REINFORCE: samples per step
   baseline: str = "moving_average"  # REINFORCE: "moving_average" (decay 0.99) or "leave_one_out"
   baseline_decay: float = 0.99
@@ -98,8 +99,9 @@ class SearchConfig:
       raise ValueError("the leave-one-out baseline needs num_samples >= 2.")
     if self.steps < 1 or self.batch_size < 1:
       raise ValueError("steps and batch_size must be positive.")
-    if self.control_batch_size < 0:
-      raise ValueError(f"control_batch_size must be >= 0 (0 = every control row), got {self.control_batch_size}.")
+    if self.control_batch_size < 0 or self.control_positions < 0:
+      raise ValueError(f"control_batch_size and control_positions must be >= 0 (0 = all), got "
+                       f"{self.control_batch_size} and {self.control_positions}.")
     if self.schedule not in endgame.SCHEDULES:
       raise ValueError(f"unknown schedule {self.schedule!r}; use one of {', '.join(endgame.SCHEDULES)}.")
     if not (0.0 <= self.ramp_fraction <= 1.0 and 0.0 <= self.hard_fraction < 1.0):
@@ -217,17 +219,23 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
       return jnp.arange(num_items), k_gate
     return jax.random.randint(k_batch, (config.batch_size,), 0, num_items), k_gate
 
-  # The control term: a minibatch of control rows per step (drawn apart from the items' stream), its KL over
-  # the full vocabulary decoded in chunks of positions (objectives.kl_control_decoded).
+  # The control term, a stochastic estimate like the items' minibatch: each step runs a minibatch of control
+  # rows and decodes the KL over the full vocabulary, exactly, at some of their real positions drawn uniformly
+  # (objectives.kl_control_decoded, in chunks). Its random stream is apart from the items'.
   num_control = 0 if shared.control_mask is None else shared.control_mask.shape[0]
   control_rows = num_control if config.control_batch_size in (0, num_control) else config.control_batch_size
   samples = config.num_samples if config.method == "reinforce" else 1
   chunk = kl_chunk(int(params["decoder"]["w"].shape[0]), runs * samples)
 
   def control_of(step):
-    if control_rows >= num_control:
-      return jnp.arange(num_control)
-    return jax.random.randint(jax.random.fold_in(jax.random.fold_in(key, step), 1), (control_rows,), 0, num_control)
+    """(rows, flat positions in those rows or None for all): the control text one step's KL term reads."""
+    k_rows, k_positions = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, step), 1))
+    rows = jnp.arange(num_control) if control_rows >= num_control else \
+        jax.random.randint(k_rows, (control_rows,), 0, num_control)
+    if not config.control_positions:
+      return rows, None
+    mask = shared.control_mask[rows].reshape(-1)
+    return rows, jax.random.choice(k_positions, mask.shape[0], (config.control_positions,), p=mask / mask.sum())
 
   def task(z_N, rep_LxH, idx, step):
     """Mean task loss (+ mu * KL control) of the intervention z on the items at idx."""
@@ -242,11 +250,15 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
     if config.mu > 0:
       intervention = lstm.Intervention(gates_N=z_N, h_LxBxTxH=shared.control_r_h, c_LxBxTxH=shared.control_r_c,
                                        sites=config.sites)
-      rows = control_of(step)
+      rows, positions = control_of(step)
       h, _ = lstm.run_layers(params, shared.control_xproj0[rows], intervention)
-      kl = objectives.kl_control_decoded(shared.control_log_p[rows], h[-1], params["decoder"]["w"],
-                                         params["decoder"]["b"], shared.control_mask[rows], shared.control_classes,
-                                         chunk)
+      h_top, log_p, mask = h[-1], shared.control_log_p[rows], shared.control_mask[rows]
+      if positions is not None:
+        h_top = h_top.reshape(-1, h_top.shape[-1])[positions][None]
+        log_p = log_p.reshape(-1, log_p.shape[-1])[positions][None]
+        mask = jnp.ones((1, positions.shape[0]))
+      kl = objectives.kl_control_decoded(log_p, h_top, params["decoder"]["w"], params["decoder"]["b"], mask,
+                                         shared.control_classes, chunk)
       return loss + config.mu * kl, loss
     return loss, loss
 
