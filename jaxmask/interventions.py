@@ -197,6 +197,37 @@ def rows_per_chunk(params: lstm.Params, batch: int, steps: int, backward: bool =
   return int(max(1, min(32, budget // max(per_row, 1))))
 
 
+KL_BYTES = 2 ** 28  # the memory the control term's logits may hold at once, over every vmapped run
+
+
+def kl_chunk(vocab_size: int, runs: int, budget: int = KL_BYTES) -> int:
+  """Control positions whose logits are decoded at once so that ``runs`` vmapped runs stay under ``budget`` bytes.
+
+  Each position holds about four V-wide float32 arrays (logits, log q, p, their product): 64 positions per run
+  of 16 at 50,000 words, 600 at the default LM's 5,596 (capped at 1,024).
+  """
+  return int(max(1, min(1024, budget // max(1, runs * vocab_size * 4 * 4))))
+
+
+def control_kl_at(params: lstm.Params, xproj0_BxTx4H: jax.Array, log_p_BxTxV: jax.Array, mask_BxT: jax.Array,
+                  intervention: lstm.Intervention, classes_V: jax.Array | None, positions_P: jax.Array | None,
+                  chunk: int) -> jax.Array:
+  """KL(p_model || p_intervened) per token on control rows, over the full vocabulary, exactly.
+
+  Read at the flat positions ``positions_P`` of the rows (an unbiased estimate of the rows' mean when they are
+  drawn uniformly from the real tokens), or at every real token when None; decoded ``chunk`` positions at a
+  time (``objectives.kl_control_decoded``), merged over ``classes_V`` when given.
+  """
+  h, _ = lstm.run_layers(params, xproj0_BxTx4H, intervention)
+  h_top, log_p, mask = h[-1], log_p_BxTxV, mask_BxT
+  if positions_P is not None:
+    h_top = h_top.reshape(-1, h_top.shape[-1])[positions_P][None]
+    log_p = log_p.reshape(-1, log_p.shape[-1])[positions_P][None]
+    mask = jnp.ones((1, positions_P.shape[0]))
+  return objectives.kl_control_decoded(log_p, h_top, params["decoder"]["w"], params["decoder"]["b"], mask, classes_V,
+                                       chunk)
+
+
 def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray | None = None,
             replacement: str = "counterfactual", mean_h: dict | None = None, sites: str = "h",
             chunk: int | None = None, by_length: bool = False) -> jax.Array:

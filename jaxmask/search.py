@@ -54,7 +54,6 @@ class Shared:
   control_classes: jax.Array | None = None
 
 
-
 # ----------------------------------------------------------------------------------------------------------
 # The sweep.
 
@@ -100,8 +99,7 @@ class SearchConfig:
     if self.steps < 1 or self.batch_size < 1:
       raise ValueError("steps and batch_size must be positive.")
     if self.control_batch_size < 0 or self.control_positions < 0:
-      raise ValueError(f"control_batch_size and control_positions must be >= 0 (0 = all), got "
-                       f"{self.control_batch_size} and {self.control_positions}.")
+      raise ValueError(f"control_batch_size and control_positions must be >= 0 (0 = all), not {self.control_batch_size}, {self.control_positions}.")
     if self.schedule not in endgame.SCHEDULES:
       raise ValueError(f"unknown schedule {self.schedule!r}; use one of {', '.join(endgame.SCHEDULES)}.")
     if not (0.0 <= self.ramp_fraction <= 1.0 and 0.0 <= self.hard_fraction < 1.0):
@@ -187,25 +185,13 @@ def init_state(params: lstm.Params, lambdas: jax.Array, config: SearchConfig, sh
                     step=jnp.zeros((), jnp.int32))
 
 
-KL_BYTES = 2 ** 28  # the memory the control term's logits may hold at once, over every vmapped run
-
-
-def kl_chunk(vocab_size: int, runs: int, budget: int = KL_BYTES) -> int:
-  """Control positions whose logits are decoded at once so that ``runs`` vmapped runs stay under ``budget`` bytes.
-
-  Each position holds about four V-wide float32 arrays (logits, log q, p, their product): 64 positions per run
-  of 16 at 50,000 words, 600 at the default LM's 5,596 (capped at 1,024).
-  """
-  return int(max(1, min(1024, budget // max(1, runs * vocab_size * 4 * 4))))
-
-
 def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchConfig, key: jax.Array,
              total_steps: jax.Array, runs: int = 1) -> Callable:
   """The update of one run at one step: (logits, replacement, opt_state, baseline, multiplier, value, step) -> new.
 
   ``value`` is the run's lambda, or its target size k when ``config.targets`` (then lambda is the Lagrange
   multiplier, updated after each step). ``total_steps`` sets the ramp and the hard phase (endgame.py).
-  ``runs``, the number of runs vmapped together, sizes the control term's chunks (:func:`kl_chunk`).
+  ``runs``, the number of runs vmapped together, sizes the control term's chunks (``interventions.kl_chunk``).
   """
   task_loss = objectives.LOSSES[config.objective]
   opt = _optimizer(config.learning_rate)
@@ -219,19 +205,17 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
       return jnp.arange(num_items), k_gate
     return jax.random.randint(k_batch, (config.batch_size,), 0, num_items), k_gate
 
-  # The control term, a stochastic estimate like the items' minibatch: each step runs a minibatch of control
-  # rows and decodes the KL over the full vocabulary, exactly, at some of their real positions drawn uniformly
-  # (objectives.kl_control_decoded, in chunks). Its random stream is apart from the items'.
+  # The control term, a stochastic estimate like the items' minibatch (its own random stream): a minibatch of
+  # control rows, the full-vocabulary KL decoded exactly at some of their real tokens (interventions.control_kl_at).
   num_control = 0 if shared.control_mask is None else shared.control_mask.shape[0]
   control_rows = num_control if config.control_batch_size in (0, num_control) else config.control_batch_size
-  samples = config.num_samples if config.method == "reinforce" else 1
-  chunk = kl_chunk(int(params["decoder"]["w"].shape[0]), runs * samples)
+  runs *= config.num_samples if config.method == "reinforce" else 1
+  chunk = interventions.kl_chunk(int(params["decoder"]["w"].shape[0]), runs)
 
-  def control_of(step):
-    """(rows, flat positions in those rows or None for all): the control text one step's KL term reads."""
+  def control_of(step):  # (rows, flat positions in those rows or None for all)
     k_rows, k_positions = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, step), 1))
-    rows = jnp.arange(num_control) if control_rows >= num_control else \
-        jax.random.randint(k_rows, (control_rows,), 0, num_control)
+    rows = jax.random.randint(k_rows, (control_rows,), 0, num_control) if control_rows < num_control else \
+        jnp.arange(num_control)
     if not config.control_positions:
       return rows, None
     mask = shared.control_mask[rows].reshape(-1)
@@ -250,15 +234,9 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
     if config.mu > 0:
       intervention = lstm.Intervention(gates_N=z_N, h_LxBxTxH=shared.control_r_h, c_LxBxTxH=shared.control_r_c,
                                        sites=config.sites)
-      rows, positions = control_of(step)
-      h, _ = lstm.run_layers(params, shared.control_xproj0[rows], intervention)
-      h_top, log_p, mask = h[-1], shared.control_log_p[rows], shared.control_mask[rows]
-      if positions is not None:
-        h_top = h_top.reshape(-1, h_top.shape[-1])[positions][None]
-        log_p = log_p.reshape(-1, log_p.shape[-1])[positions][None]
-        mask = jnp.ones((1, positions.shape[0]))
-      kl = objectives.kl_control_decoded(log_p, h_top, params["decoder"]["w"], params["decoder"]["b"], mask,
-                                         shared.control_classes, chunk)
+      rows, at = control_of(step)
+      kl = interventions.control_kl_at(params, shared.control_xproj0[rows], shared.control_log_p[rows],
+                                       shared.control_mask[rows], intervention, shared.control_classes, at, chunk)
       return loss + config.mu * kl, loss
     return loss, loss
 
