@@ -15,8 +15,8 @@ instead of lambda) is endgame.py's.
 
 Everything that does not depend on the gates is computed once and shared by every lambda and step: the
 layer-0 input projection, the replacement (counterfactual) states and, for the control term, the clean
-model's distribution. The lambda axis is sharded over the available devices (a mesh of one on one device).
-The items, replacement kinds and margins are interventions.py's; this module is the optimisation only.
+model's distribution. The lambda axis is sharded over the devices of every process (several under
+``jax.distributed``). The items, replacement kinds and margins are interventions.py's; this is the optimisation.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxmask import endgame, gates, interventions, objectives
@@ -54,8 +55,7 @@ class Shared:
   control_classes: jax.Array | None = None
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The sweep.
+# The sweep. ----------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +99,8 @@ class SearchConfig:
     if self.steps < 1 or self.batch_size < 1:
       raise ValueError("steps and batch_size must be positive.")
     if self.control_batch_size < 0 or self.control_positions < 0:
-      raise ValueError(f"control_batch_size and control_positions must be >= 0 (0 = all), not {self.control_batch_size}, {self.control_positions}.")
+      raise ValueError(f"control_batch_size and control_positions must be >= 0 (0 = all), not "
+                       f"{self.control_batch_size}, {self.control_positions}.")
     if self.schedule not in endgame.SCHEDULES:
       raise ValueError(f"unknown schedule {self.schedule!r}; use one of {', '.join(endgame.SCHEDULES)}.")
     if not (0.0 <= self.ramp_fraction <= 1.0 and 0.0 <= self.hard_fraction < 1.0):
@@ -146,10 +147,6 @@ class SweepResult:
   targets: np.ndarray | None = None
 
 
-def _optimizer(learning_rate: float) -> optax.GradientTransformation:
-  return optax.adam(learning_rate)
-
-
 def prepare(params: lstm.Params, items: Items, config: SearchConfig, control: Control | None = None,
             mean_h: dict | None = None) -> Shared:
   """Computes the gate-independent arrays once: layer-0 input projection, replacement states, control."""
@@ -179,7 +176,7 @@ def init_state(params: lstm.Params, lambdas: jax.Array, config: SearchConfig, sh
   rep = jnp.broadcast_to(jnp.asarray(shared.r_h).reshape(-1, cfg["hidden_size"])[:cfg["num_layers"]]
                          if config.replacement == "learned" else jnp.zeros((cfg["num_layers"], cfg["hidden_size"])),
                          (num, cfg["num_layers"], cfg["hidden_size"]))
-  opt_state = jax.vmap(_optimizer(config.learning_rate).init)((logits, rep))
+  opt_state = jax.vmap(optax.adam(config.learning_rate).init)((logits, rep))
   zeros = jnp.zeros((num,), jnp.float32)
   return SweepState(logits=logits, replacement=rep, opt_state=opt_state, baseline=zeros, multiplier=zeros,
                     step=jnp.zeros((), jnp.int32))
@@ -194,7 +191,7 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
   ``runs``, the number of runs vmapped together, sizes the control term's chunks (``interventions.kl_chunk``).
   """
   task_loss = objectives.LOSSES[config.objective]
-  opt = _optimizer(config.learning_rate)
+  opt = optax.adam(config.learning_rate)
   num_items = items.prefix.shape[0]
   num_units = lstm.num_units(params, config.sites)
   learned = interventions.replacement_kind(config.replacement).learned
@@ -216,10 +213,9 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
     k_rows, k_positions = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, step), 1))
     rows = jax.random.randint(k_rows, (control_rows,), 0, num_control) if control_rows < num_control else \
         jnp.arange(num_control)
-    if not config.control_positions:
-      return rows, None
     mask = shared.control_mask[rows].reshape(-1)
-    return rows, jax.random.choice(k_positions, mask.shape[0], (config.control_positions,), p=mask / mask.sum())
+    return rows, (jax.random.choice(k_positions, mask.shape[0], (config.control_positions,), p=mask / mask.sum())
+                  if config.control_positions else None)
 
   def task(z_N, rep_LxH, idx, step):
     """Mean task loss (+ mu * KL control) of the intervention z on the items at idx."""
@@ -314,8 +310,12 @@ def run_steps(params: lstm.Params, items: Items, shared: Shared, key: jax.Array,
   return new, objectives_, tasks
 
 
-def _mesh() -> Mesh:
+def _mesh() -> Mesh:  # every process's devices under jax.distributed
   return Mesh(np.array(jax.devices()), ("lambda",))
+
+
+def _host(a: jax.Array) -> np.ndarray:  # the whole array on this process, gathered from every process if several
+  return np.asarray(multihost_utils.process_allgather(a, tiled=True) if jax.process_count() > 1 else a)
 
 
 def sweep(params: lstm.Params, items: Items, lambdas, seed: int = 0, *, config: SearchConfig | None = None,
@@ -379,21 +379,21 @@ def sweep(params: lstm.Params, items: Items, lambdas, seed: int = 0, *, config: 
     state, v, t = run_steps(params, items, shared, key, state, values_dev, jnp.arange(done, done + n, dtype=jnp.int32),
                             jnp.asarray(steps, jnp.float32), dataclasses.replace(config, steps=1))
     done += n
-    losses.append(np.asarray(v)[:, :len(values)])
-    tasks.append(np.asarray(t)[:, :len(values)])
+    losses.append(_host(v)[:, :len(values)])
+    tasks.append(_host(t)[:, :len(values)])
     if callback is not None:
       callback(state, losses[-1])
   jax.block_until_ready(state)
   seconds = time.perf_counter() - start_time
 
-  logits = np.asarray(state.logits)[:len(values)]
+  logits = _host(state.logits)[:len(values)]
   empty = np.zeros((0, len(values)), np.float32)
   l0 = gates.expected_l0(logits) if config.method == "hard_concrete" else jax.nn.sigmoid(logits).sum(-1)
   targets = values if config.targets else None
   return SweepResult(
-      lambdas=np.asarray(state.multiplier)[:len(values)] if config.targets else values, logits=logits,
+      lambdas=_host(state.multiplier)[:len(values)] if config.targets else values, logits=logits,
       units=endgame.read_out(logits, targets), expected_l0=np.asarray(l0),
       loss_trace=np.concatenate(losses) if losses else empty,
       task_loss_trace=np.concatenate(tasks) if tasks else empty, seconds=seconds, state=state,
-      replacement=np.asarray(state.replacement)[:len(values)] if config.replacement == "learned" else None,
+      replacement=_host(state.replacement)[:len(values)] if config.replacement == "learned" else None,
       targets=targets)
