@@ -258,5 +258,6 @@ def run(config: Config) -> dict[str, Any]:
     timing["seeds_seconds"] = time.perf_counter() - t0
   timing["total_seconds"] = time.perf_counter() - start
   traces = trace_data(params, heldout_pairs, heldout_items, sel["units"], config.phenomenon)
-  report.write(config.workdir, out, traces)
+  if jax.process_index() == 0:  # under jax.distributed every process holds the same results
+    report.write(config.workdir, out, traces)
   return out
