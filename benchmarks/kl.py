@@ -5,9 +5,8 @@ Both programs are ``search.run_steps`` compiled ahead of time on the same model,
 sentences, the main job's 16 lambdas) and Gulordava size (2 x 650, 50,000 words, random weights, items of
 64 x 12 tokens, 50 random control sentences of 6-14 words, the Gulordava config's 6 lambdas). The term
 decodes the full vocabulary exactly, in chunks of positions (``objectives.kl_control_decoded``), at
-``control_positions`` real tokens drawn from a minibatch of ``control_batch_size`` control sentences per step;
-without --quick the default size also times every token of every sentence at every step (``0/0``, the term as
-first written but chunked) and Gulordava size every token of the minibatch (``8/0``).
+``control_positions`` real tokens drawn from a minibatch of ``control_batch_size`` control sentences per step
+(the search's defaults; ``_ratio`` times any other pair).
 """
 
 from __future__ import annotations
@@ -82,19 +81,17 @@ def run(quick: bool, checkpoint: str | None = "default") -> dict[str, Any]:
   params, items, control, name = _default_setup(checkpoint)
   chunk = 3 if quick else 10
   default = _ratio(params, items, control, common.lambdas(16), chunk, 3 if quick else 5,
-                   (default_variant,) if quick else (default_variant, (0, 0)))
+                   (default_variant,))
   out["default"] = {"model": name, "lambdas": 16, "steps_per_call": chunk, "control_sentences": 200, **default}
   size = common.GULORDAVA
   params, items = common.sized(size)
   chunk = 2 if quick else 4
   gulordava = _ratio(params, items, random_control(size["vocab_size"], 50), common.lambdas(6), chunk,
-                     2 if quick else 4, (default_variant,) if quick else (default_variant, (8, 0)))
+                     2 if quick else 4, (default_variant,))
   out["gulordava"] = {"model": "random 2x650, V=50,000", "lambdas": 6, "steps_per_call": chunk,
                       "control_sentences": 50, **gulordava}
   out["overhead_default"] = default["with_kl"][cb]["overhead"]
   out["overhead_gulordava"] = gulordava["with_kl"][cb]["overhead"]
-  if "0/0" in default["with_kl"]:
-    out["overhead_default_every_token"] = default["with_kl"]["0/0"]["overhead"]
   for key, part in (("default", out["default"]), ("gulordava", out["gulordava"])):
     rows.append([f"{key}: {part['model']}, Λ={part['lambdas']}", "mu = 0", 1e3 * part["mu0_seconds"] / part["steps_per_call"],
                  1.0, part["mu0_peak_bytes"] / 2 ** 20])
