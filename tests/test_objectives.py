@@ -63,7 +63,7 @@ def test_merged_kl_gradient_matches_explicit_class_sums():
   np.testing.assert_allclose(jax.grad(ours)(logits_q), jax.grad(explicit)(logits_q), atol=1e-6)
 
 
-@pytest.mark.parametrize("chunk", [None, 1, 4, 7])
+@pytest.mark.parametrize("chunk", [None, 4])
 def test_kl_control_decoded_equals_the_full_softmax_kl_and_its_gradient(chunk):
   keys = jax.random.split(jax.random.key(3), 4)
   h, w = jax.random.normal(keys[0], (3, 5, 6)), jax.random.normal(keys[1], (11, 6))
