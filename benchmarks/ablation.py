@@ -29,7 +29,7 @@ from jaxmask.models import lstm
 def _jax_loop_seconds(params, items, num_units: int) -> float:
   """N calls of one jitted single-intervention margin (gate = one-hot), batched over items."""
   shared = search.prepare(params, items, search.SearchConfig())
-  one = jax.jit(lambda z: interventions.margin(params, items, shared.xproj0_BxTx4H, z, shared.r_h, None))
+  one = jax.jit(lambda z: interventions.margin(params, items, shared.inputs, z, shared.r))
   eye = jnp.eye(num_units)
   jax.block_until_ready(one(eye[0]))
   start = time.perf_counter()
@@ -72,7 +72,8 @@ def _torch_batched_loop_seconds(model: TorchLM, items: dict, units: list[int]) -
   return time.perf_counter() - start
 
 
-def run(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
+def run(context: common.Context) -> dict[str, Any]:
+  setup, quick = context.setup(), context.quick
   params = setup["params"]
   num_items = 128 if quick else 256
   sample = np.sort(np.random.default_rng(0).permutation(setup["items"].prefix.shape[0])[:num_items])
@@ -121,7 +122,7 @@ def run(setup: dict[str, Any], quick: bool) -> dict[str, Any]:
               out["jax_padded_pass_seconds"] / t_jax],
              ["JAX, loop over units of one jitted margin, batched over items", out["jax_loop_seconds"],
               out["speedup_vs_jax_loop"]]]
-  print(common.table(f"Ablation: single-unit effects of all {n} units on {num_items} random agreement items "
-                     f"({lengths.mean():.1f} tokens on average, up to {lengths.max()}; {setup['description']})",
-                     ["method", "seconds", "jaxmask's speedup"], rows))
+  context.table(f"Ablation: single-unit effects of all {n} units on {num_items} random agreement items "
+                f"({lengths.mean():.1f} tokens on average, up to {lengths.max()}; {setup['description']})",
+                ["method", "seconds", "jaxmask's speedup"], rows)
   return out

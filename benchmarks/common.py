@@ -6,6 +6,7 @@ and its compile time reported apart. Each figure is the median of a few repeats.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import platform
@@ -167,16 +168,12 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> dict[str, float]:
   return {"n": n, "seconds": best, "gflops": 2.0 * n ** 3 / best / 1e9}
 
 
-TABLES: list[str] = []  # every table made in this process, for run.py's --tables file
-
-
 def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
-  """A Markdown table (printed by each part and pasted into RESULTS.md); also kept in TABLES."""
+  """A Markdown table (printed by each part and pasted into RESULTS.md)."""
   fmt = lambda v: (f"{v:.3g}" if abs(v) < 1e4 else f"{v:.4g}") if isinstance(v, float) else str(v)
   lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-  TABLES.append("\n".join(lines) + "\n")
-  return TABLES[-1]
+  return "\n".join(lines) + "\n"
 
 
 def agreement_setup(checkpoint: str | None, per_cell: int = 40, heldout_per_cell: int = 20, items: str | None = None,
@@ -217,22 +214,57 @@ def lambdas(count: int) -> np.ndarray:
   return np.geomspace(3e-4, 0.1, count).astype(np.float32) if count > 1 else np.asarray([3e-3], np.float32)
 
 
-_PROGRAMS: dict[tuple, SearchProgram] = {}
+@dataclasses.dataclass
+class Context:
+  """What every part's ``run(context)`` reads and shares: the run's settings, the LM and items of the parts
+  that need a trained model (loaded once), the compiled search programs (compiled once), the tables made.
 
+  Attributes:
+    quick: shorter runs of every part.
+    checkpoint: trained LM directory, "default" for the shipped LM, None for random weights.
+    items, fmt: items for the parts that use ``setup()`` (the estimators and ablation): a file in the format
+      ``fmt`` (jaxmask.formats.FORMATS, default "tsv"); None uses the generated agreement items.
+    estimators_lambda, estimators_seeds: the estimators part's sparsity coefficient and seeds.
+    optimality_plot, optimality_cache: the optimality part's figure path and tiny-LM cache folder.
+    tables: every Markdown table printed so far, for run.py's --tables file.
+  """
+  quick: bool = False
+  checkpoint: str | None = None
+  items: str | None = None
+  fmt: str = "tsv"
+  estimators_lambda: float = 0.01
+  estimators_seeds: int = 5
+  optimality_plot: str | None = None
+  optimality_cache: str | None = None
+  tables: list[str] = dataclasses.field(default_factory=list)
+  programs: dict[tuple, SearchProgram] = dataclasses.field(default_factory=dict, repr=False)
+  loaded: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
 
-def program(size: dict[str, int], num_lambdas: int, chunk: int, hidden_size: int | None = None,
-            batch: int | None = None) -> SearchProgram:
-  """The Hard Concrete search program at a size (random weights and items), compiled once per process."""
-  key = (tuple(sorted(size.items())), num_lambdas, chunk, hidden_size, batch)
-  if key not in _PROGRAMS:
-    params, items = sized(size, hidden_size, batch)
-    _PROGRAMS[key] = SearchProgram(params, items, lambdas(num_lambdas), search.SearchConfig(steps=chunk))
-  return _PROGRAMS[key]
+  def setup(self) -> dict[str, Any]:
+    """``agreement_setup(self.checkpoint, items=self.items, fmt=self.fmt)``, loaded on first use."""
+    if self.loaded is None:
+      self.loaded = agreement_setup(self.checkpoint, items=self.items, fmt=self.fmt)
+    return self.loaded
+
+  def program(self, size: dict[str, int], num_lambdas: int, chunk: int, hidden_size: int | None = None,
+              batch: int | None = None) -> SearchProgram:
+    """The Hard Concrete search program at a size (random weights and items), compiled once per run."""
+    key = (tuple(sorted(size.items())), num_lambdas, chunk, hidden_size, batch)
+    if key not in self.programs:
+      params, items = sized(size, hidden_size, batch)
+      self.programs[key] = SearchProgram(params, items, lambdas(num_lambdas), search.SearchConfig(steps=chunk))
+    return self.programs[key]
+
+  def table(self, title: str, header: list[str], rows: list[list[Any]]) -> str:
+    """Prints a Markdown table and keeps it for the --tables file."""
+    self.tables.append(table(title, header, rows))
+    print(self.tables[-1])
+    return self.tables[-1]
 
 
 @jax.jit
 def _flip_loss(params, items, shared, gates_SxN):
-  margin = lambda z: interventions.margin(params, items, shared.xproj0_BxTx4H, z, shared.r_h, None)
+  margin = lambda z: interventions.margin(params, items, shared.inputs, z, shared.r)
   return jax.vmap(lambda z: jnp.mean(jax.nn.softplus(margin(z))))(gates_SxN)
 
 

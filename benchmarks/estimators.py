@@ -108,8 +108,12 @@ def _row(seed: int, runs: dict[str, tuple[np.ndarray, dict]], target_flip: float
   return r
 
 
-def run(setup: dict[str, Any], quick: bool, lam: float = 0.01, seeds: int = 5, target_flip: float = 0.95
-        ) -> dict[str, Any]:
+TARGET_FLIP = 0.95  # time to a fixed quality: the smallest set flipping this share of held-out items
+
+
+def run(context: common.Context) -> dict[str, Any]:
+  setup, quick = context.setup(), context.quick
+  lam, seeds, target_flip = context.estimators_lambda, context.estimators_seeds, TARGET_FLIP
   params, items, heldout = setup["params"], setup["items"], setup["heldout"]
   rng = np.random.default_rng(0)  # J and the flip rate are scored on fixed random subsets
   score_items = items.take(np.sort(rng.permutation(items.prefix.shape[0])[:SCORE_ITEMS]))
@@ -149,10 +153,10 @@ def run(setup: dict[str, Any], quick: bool, lam: float = 0.01, seeds: int = 5, t
          "compile_seconds": {name: p.compile_seconds for name, p in programs.items()},
          "speedup_to_rf_best": statistics.median(r["speedup_to_rf_best"] for r in per_seed),
          "quality_met_seeds": sum(r["quality_met"] for r in per_seed), "seeds": per_seed}
-  print(common.table(
+  context.table(
       f"Estimators: Hard Concrete vs REINFORCE (lambda={lam}, {setup['description']}; J = flip loss + lambda |S| "
       f"of the read-out set, (size) in brackets; REINFORCE budget {budget_factor:g}x Hard Concrete's time; "
       f"quality = flips >= {target_flip} of held-out items with <= the smallest such set's size)",
       ["seed", "HC final J", "RF best J", "plain HC final J", "HC <= RF best + 1e-3", "HC s to RF best",
-       "RF s to RF best", "speedup", "quality size", "HC s to quality", "RF s to quality"], rows))
+       "RF s to RF best", "speedup", "quality size", "HC s to quality", "RF s to quality"], rows)
   return out

@@ -73,7 +73,8 @@ def _ratio(params, items, control, lambdas, chunk, repeats, variants) -> dict[st
   return out
 
 
-def run(quick: bool, checkpoint: str | None = "default") -> dict[str, Any]:
+def run(context: common.Context) -> dict[str, Any]:
+  quick, checkpoint = context.quick, context.checkpoint or "default"
   defaults = search.SearchConfig()
   cb = f"{defaults.control_batch_size}/{defaults.control_positions}"
   rows, out = [], {"mu": MU, "control_batch_size/control_positions": cb}
@@ -99,6 +100,6 @@ def run(quick: bool, checkpoint: str | None = "default") -> dict[str, Any]:
       sentences, positions = (f"all {part['control_sentences']}", "all") if r == "0/0" else r.split("/")
       label = f"mu = {MU}, {sentences} control sentences, {positions if positions != '0' else 'all'} positions a step"
       rows.append(["", label, 1e3 * kl["seconds"] / part["steps_per_call"], kl["overhead"], kl["peak_bytes"] / 2 ** 20])
-  print(common.table("KL control term: sweep time with mu > 0 over mu = 0 (goal <= 2)",
-                     ["size", "setting", "ms/step (all lambdas)", "overhead", "XLA peak MiB"], rows))
+  context.table("KL control term: sweep time with mu > 0 over mu = 0 (goal <= 2)",
+                ["size", "setting", "ms/step (all lambdas)", "overhead", "XLA peak MiB"], rows)
   return out

@@ -229,17 +229,17 @@ def plot(rows: list[dict], path: str) -> None:
   plt.close(fig)
 
 
-def _tables(rows: list[dict], optima: list[dict], motif_results: list[dict], skipped: list[dict]) -> None:
-  print(common.table("Exhaustive optimum per model, phenomenon and k (search items; held-out flip rate)",
-                     ["model", "phenomenon", "k", "units", "search flip", "held-out flip", "tied sets", "sets",
-                      "seconds"],
-                     [[o["model"], o["phenomenon"], o["k"], o["units"], o["search_flip_rate"],
-                       o["heldout_flip_rate"], o["ties"], o["num_sets"], o["seconds"]] for o in optima]))
+def _tables(context: common.Context, rows: list[dict], optima: list[dict], motif_results: list[dict], skipped: list[dict]) -> None:
+  context.table("Exhaustive optimum per model, phenomenon and k (search items; held-out flip rate)",
+                ["model", "phenomenon", "k", "units", "search flip", "held-out flip", "tied sets", "sets",
+                 "seconds"],
+                [[o["model"], o["phenomenon"], o["k"], o["units"], o["search_flip_rate"],
+                  o["heldout_flip_rate"], o["ties"], o["num_sets"], o["seconds"]] for o in optima])
   if skipped:
-    print(common.table("Phenomena not learned (too few items right both ways)",
-                       ["model", "phenomenon", "known search", "known held-out"],
-                       [[s["model"], s["phenomenon"], f"{s['known']['search']}/{s['known']['search_total']}",
-                         f"{s['known']['heldout']}/{s['known']['heldout_total']}"] for s in skipped]))
+    context.table("Phenomena not learned (too few items right both ways)",
+                  ["model", "phenomenon", "known search", "known held-out"],
+                  [[s["model"], s["phenomenon"], f"{s['known']['search']}/{s['known']['search_total']}",
+                    f"{s['known']['heldout']}/{s['known']['heldout_total']}"] for s in skipped])
   ks = sorted({r["k"] for r in rows})
   by_k = []
   for method, stats in summary(rows).items():
@@ -249,16 +249,18 @@ def _tables(rows: list[dict], optima: list[dict], motif_results: list[dict], ski
       cells.append(f"{np.mean([r['optimal'] for r in mine]):.2f} / {np.mean([r['gap'] for r in mine]):+.3f}"
                    if mine else "-")
     by_k.append([method, stats["rows"], stats["share_optimal"], stats["mean_gap"]] + cells)
-  print(common.table("Methods vs the exhaustive optimum: share of rows optimal, mean gap (per k: optimal / gap)",
-                     ["method", "rows", "share optimal", "mean gap"] + [f"k={k}" for k in ks], by_k))
-  print(common.table("Planted motifs: exact recoveries at k = |true set|, precision and recall of the units",
-                     ["motif", "method", "exact / seeds", "precision", "recall"],
-                     [[m["motif"], m["method"], f"{m['exact']}/{m['seeds']}", m["precision"], m["recall"]]
-                      for m in motif_results]))
+  context.table("Methods vs the exhaustive optimum: share of rows optimal, mean gap (per k: optimal / gap)",
+                ["method", "rows", "share optimal", "mean gap"] + [f"k={k}" for k in ks], by_k)
+  context.table("Planted motifs: exact recoveries at k = |true set|, precision and recall of the units",
+                ["motif", "method", "exact / seeds", "precision", "recall"],
+                [[m["motif"], m["method"], f"{m['exact']}/{m['seeds']}", m["precision"], m["recall"]]
+                 for m in motif_results])
 
 
-def run(quick: bool, plot_path: str | None = None, cache_dir: str | None = None) -> dict[str, Any]:
-  """The optimality part of benchmarks/run.py: rows, optima, motifs, summary (and the figure at ``plot_path``)."""
+def run(context: common.Context) -> dict[str, Any]:
+  """The optimality part of benchmarks/run.py: rows, optima, motifs, summary (and the figure at
+  ``context.optimality_plot``; tiny LMs cached in ``context.optimality_cache``)."""
+  quick, plot_path, cache_dir = context.quick, context.optimality_plot, context.optimality_cache
   settings = QUICK if quick else FULL
   cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "jaxmask_optimality_lms")
   table = methods(settings["search_steps"])
@@ -280,7 +282,7 @@ def run(quick: bool, plot_path: str | None = None, cache_dir: str | None = None)
   start = time.perf_counter()
   motif_results = motif_rows(settings["motifs"], settings["motif_seeds"], table)
   timings["motifs"] = time.perf_counter() - start
-  _tables(rows, optima, motif_results, skipped)
+  _tables(context, rows, optima, motif_results, skipped)
   if plot_path and rows:
     plot(rows, plot_path)
   return {"rows": rows, "motifs": motif_results, "optima": optima, "known_items": known, "skipped": skipped,

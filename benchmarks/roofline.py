@@ -42,9 +42,10 @@ def projection_gflops(rows: int, hidden: int, repeats: int = 5) -> float:
   return 2.0 * rows * hidden * 4 * hidden / seconds / 1e9
 
 
-def _measure(size: dict[str, int], num_lambdas: int, chunk: int, peak: float, with_breakdown: bool = True
+def _measure(context: common.Context, size: dict[str, int], num_lambdas: int, chunk: int, peak: float,
+             with_breakdown: bool = True
              ) -> dict[str, Any]:
-  prog = common.program(size, num_lambdas, chunk)
+  prog = context.program(size, num_lambdas, chunk)
   seconds = prog.seconds(repeats=2) / chunk
   parts = common.breakdown(prog, num_lambdas) if with_breakdown else {"forward_ms": float("nan"),
                                                                       "forward_backward_ms": float("nan")}
@@ -58,15 +59,17 @@ def _measure(size: dict[str, int], num_lambdas: int, chunk: int, peak: float, wi
               "rest": 1e3 * seconds - parts["forward_backward_ms"]}}
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(context: common.Context) -> dict[str, Any]:
+  quick = context.quick
   peak = common.matmul_peak()
   chunk_default = 10 if quick else 30
   out = {"peak": peak, "default": {}, "gulordava": {}, "recurrence_gflops": {}}
-  out["default"]["16"] = _measure(common.DEFAULT, 16, chunk_default, peak["gflops"])
-  out["default"]["1"] = _measure(common.DEFAULT, 1, chunk_default, peak["gflops"])
-  out["gulordava"]["16"] = _measure(common.GULORDAVA, 16, 1 if quick else 2, peak["gflops"], not quick)
+  out["default"]["16"] = _measure(context, common.DEFAULT, 16, chunk_default, peak["gflops"])
+  out["default"]["1"] = _measure(context, common.DEFAULT, 1, chunk_default, peak["gflops"])
+  out["gulordava"]["16"] = _measure(context, common.GULORDAVA, 16, 1 if quick else 2, peak["gflops"],
+                                   not quick)
   if not quick:
-    out["gulordava"]["1"] = _measure(common.GULORDAVA, 1, 2, peak["gflops"])
+    out["gulordava"]["1"] = _measure(context, common.GULORDAVA, 1, 2, peak["gflops"])
   for name, size in (("default", common.DEFAULT), ("gulordava", common.GULORDAVA)):
     for lam in (1, 16):
       rows = lam * size["batch"]
@@ -87,19 +90,19 @@ def run(quick: bool) -> dict[str, Any]:
       rows.append([f"{name} ({'2x128, B=64, T=8' if name == 'default' else '2x650, V=50k, B=64, T=12'})", lam,
                    1e3 * r["seconds_per_step"], r["flops_per_step"] / 1e9, r["gflops"], r["fraction_of_peak"],
                    rec["gflops"], rec["gflops"] / peak["gflops"]])
-  print(common.table(
+  context.table(
       f"Roofline: executed matmul FLOPs per step / time, vs jnp.dot 2048^3 peak = {peak['gflops']:.1f} GFLOP/s",
       ["size", "Λ", "ms/step", "GFLOP/step", "GFLOP/s", "fraction of peak",
-       "recurrence-only GFLOP/s (same shape)", "recurrence-only fraction"], rows))
+       "recurrence-only GFLOP/s (same shape)", "recurrence-only fraction"], rows)
   rows = [[name, lam, r["breakdown_ms"]["step"], r["breakdown_ms"]["forward_ms"], r["breakdown_ms"]["backward"],
            r["breakdown_ms"]["rest"]] for name in ("default", "gulordava")
           for lam, r in sorted(out[name].items(), key=lambda kv: int(kv[0]))]
   if out["projection_gflops"]:
-    print(common.table(
+    context.table(
         f"Roofline: one (rows x 650) @ (650 x 2600) matmul, GFLOP/s (peak {peak['gflops']:.1f})",
         ["rows", "GFLOP/s", "fraction of peak"],
-        [[k.split("_")[1], v, v / peak["gflops"]] for k, v in out["projection_gflops"].items()]))
-  print(common.table("Roofline: where a step's time goes (ms; forward and gradient timed alone, rest = step - both)",
-                     ["size", "Λ", "step", "forward (margins + loss)", "backward (gate gradient)",
-                      "rest (sampling, L0, Adam, gather)"], rows))
+        [[k.split("_")[1], v, v / peak["gflops"]] for k, v in out["projection_gflops"].items()])
+  context.table("Roofline: where a step's time goes (ms; forward and gradient timed alone, rest = step - both)",
+                ["size", "Λ", "step", "forward (margins + loss)", "backward (gate gradient)",
+                 "rest (sampling, L0, Adam, gather)"], rows)
   return out

@@ -20,23 +20,32 @@ from absl import logging
 from benchmarks import ablation, common, estimators, kl, optimality, roofline, scaling, sweep, torch_ref
 from jaxmask import report
 
-PARTS = ("estimators", "sweep", "torch", "ablation", "roofline", "scaling", "optimality", "kl")
+# Every part is a module with run(context: common.Context) -> dict of its figures; a new part is one entry.
+PARTS = {"estimators": estimators, "sweep": sweep, "torch": torch_ref, "ablation": ablation, "roofline": roofline,
+         "scaling": scaling, "optimality": optimality, "kl": kl}
 
-_OUTPUT = flags.DEFINE_string("output", None, "Where to write the JSON of every figure.", required=True)
-_QUICK = flags.DEFINE_bool("quick", False, "Shorter runs of every part (< 3 minutes on 2 cores).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained LM checkpoint directory, or 'default' for the shipped LM (unset: random weights).")
-_ITEMS = flags.DEFINE_string("items", None, "Items for the estimators and ablation parts (a file in --format); "
-                             "unset: the generated agreement items.")
-_FORMAT = flags.DEFINE_string("format", "tsv", "Format of --items (jaxmask.formats.FORMATS: tsv, marvin_linzen, blimp, "
-                              "lakretz, colorlessgreen).")
-_PARTS = flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, of {', '.join(PARTS)}.")
-_TABLES = flags.DEFINE_string("tables", None, "Also write the printed tables to this Markdown file.")
-_LAMBDA = flags.DEFINE_float("estimators_lambda", 0.01, "The sparsity coefficient of the estimators part.")
-_SEEDS = flags.DEFINE_integer("estimators_seeds", 5, "Search seeds of the estimators part (--quick: 1).")
-_OPTIMALITY_PLOT = flags.DEFINE_string("optimality_plot", None,
-                                       "The optimality part's figure (gap vs k); default: beside --output.")
-_OPTIMALITY_CACHE = flags.DEFINE_string("optimality_cache", None,
-                                        "Where the optimality part caches its tiny LMs (default: a temp folder).")
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this runs as a program: importing the module (for ``PARTS``)
+  defines none, so a process that also imports jaxmask.main (whose --checkpoint is its own flag) can."""
+  global _OUTPUT, _QUICK, _CHECKPOINT, _ITEMS, _FORMAT, _PARTS, _TABLES, _LAMBDA, _SEEDS
+  global _OPTIMALITY_PLOT, _OPTIMALITY_CACHE
+  _OUTPUT = flags.DEFINE_string("output", None, "Where to write the JSON of every figure.", required=True)
+  _QUICK = flags.DEFINE_bool("quick", False, "Shorter runs of every part (< 3 minutes on 2 cores).")
+  _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained LM checkpoint directory, or 'default' for the "
+                                    "shipped LM (unset: random weights).")
+  _ITEMS = flags.DEFINE_string("items", None, "Items for the estimators and ablation parts (a file in --format); "
+                               "unset: the generated agreement items.")
+  _FORMAT = flags.DEFINE_string("format", "tsv", "Format of --items (jaxmask.formats.FORMATS: tsv, marvin_linzen, "
+                                "blimp, lakretz, colorlessgreen).")
+  _PARTS = flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, of {', '.join(PARTS)}.")
+  _TABLES = flags.DEFINE_string("tables", None, "Also write the printed tables to this Markdown file.")
+  _LAMBDA = flags.DEFINE_float("estimators_lambda", 0.01, "The sparsity coefficient of the estimators part.")
+  _SEEDS = flags.DEFINE_integer("estimators_seeds", 5, "Search seeds of the estimators part (--quick: 1).")
+  _OPTIMALITY_PLOT = flags.DEFINE_string("optimality_plot", None,
+                                         "The optimality part's figure (gap vs k); default: beside --output.")
+  _OPTIMALITY_CACHE = flags.DEFINE_string("optimality_cache", None,
+                                          "Where the optimality part caches its tiny LMs (default: a temp folder).")
 
 
 def _headline(results: dict) -> dict:
@@ -68,7 +77,7 @@ GOALS = (  # (part, key, goal, what): jaxmask's advantage or fraction, and the i
 )
 
 
-def _goals_table(results: dict) -> None:
+def _goals_table(context: common.Context, results: dict) -> None:
   rows = []
   for part, key, goal, what in GOALS:
     value = results.get(part, {}).get(key)
@@ -76,7 +85,7 @@ def _goals_table(results: dict) -> None:
     met = "-" if value is None or goal is None else ("yes" if (value <= goal if at_most else value >= goal) else "NO")
     rows.append([f"{part}.{key}", what, "none" if goal is None else f"{'<=' if at_most else '>='} {goal:g}",
                  "not run" if value is None else f"{value:.3g}", met])
-  print(common.table("Goals of issues 6, 14 and 18", ["figure", "what", "goal", "measured", "met"], rows))
+  context.table("Goals of issues 6, 14 and 18", ["figure", "what", "goal", "measured", "met"], rows)
 
 
 def main(argv: list[str]) -> None:
@@ -89,42 +98,34 @@ def main(argv: list[str]) -> None:
   results = {"command": " ".join(["python -m benchmarks.run"] + sys.argv[1:]), "quick": quick,
              "machine": common.machine(),
              "gpu": "no GPU was lent to this run; CPU only"}
-  print(common.table("Machine", ["cores", "CPU", "JAX backend", "load average at start"],
-                     [[results["machine"]["cores"], results["machine"]["cpu_model"], results["machine"]["jax_backend"],
-                       " ".join(f"{x:.2f}" for x in results["machine"]["load_average_at_start"])]]))
-  setup = None
+  context = common.Context(
+      quick=quick, checkpoint=_CHECKPOINT.value, items=_ITEMS.value, fmt=_FORMAT.value, estimators_lambda=_LAMBDA.value, estimators_seeds=_SEEDS.value,
+      optimality_plot=_OPTIMALITY_PLOT.value or os.path.splitext(_OUTPUT.value)[0] + "_optimality.png",
+      optimality_cache=_OPTIMALITY_CACHE.value)
+  context.table("Machine", ["cores", "CPU", "JAX backend", "load average at start"],
+                [[results["machine"]["cores"], results["machine"]["cpu_model"], results["machine"]["jax_backend"],
+                  " ".join(f"{x:.2f}" for x in results["machine"]["load_average_at_start"])]])
   timings = {}
-  for part in PARTS:
+  for part, module in PARTS.items():
     if part not in _PARTS.value:
       continue
     start = time.perf_counter()
-    if part in ("estimators", "ablation") and setup is None:
-      setup = common.agreement_setup(_CHECKPOINT.value, items=_ITEMS.value, fmt=_FORMAT.value)
-    if part == "estimators":
-      results[part] = estimators.run(setup, quick, _LAMBDA.value, _SEEDS.value)
-    elif part == "ablation":
-      results[part] = ablation.run(setup, quick)
-    elif part == "kl":
-      results[part] = kl.run(quick, _CHECKPOINT.value or "default")
-    elif part == "optimality":
-      plot = _OPTIMALITY_PLOT.value or os.path.splitext(_OUTPUT.value)[0] + "_optimality.png"
-      results[part] = optimality.run(quick, plot, _OPTIMALITY_CACHE.value)
-    else:
-      results[part] = {"sweep": sweep, "torch": torch_ref, "roofline": roofline, "scaling": scaling}[part].run(quick)
+    results[part] = module.run(context)
     timings[part] = time.perf_counter() - start
     print(f"[{part}: {timings[part]:.1f} s]\n", flush=True)
   results["part_seconds"] = timings
   results["total_seconds"] = sum(timings.values())
   results["headline"] = _headline(results)
-  _goals_table(results)
+  _goals_table(context, results)
   with open(_OUTPUT.value, "w", encoding="utf-8") as f:
     json.dump(report.finite(results), f, indent=1, default=float)
   if _TABLES.value:
     with open(_TABLES.value, "w", encoding="utf-8") as f:
-      f.write(f"Command: `{results['command']}`\n\n" + "\n".join(common.TABLES))
+      f.write(f"Command: `{results['command']}`\n\n" + "\n".join(context.tables))
   print(json.dumps(results["headline"], indent=1, default=float))
   print(f"total {results['total_seconds']:.1f} s; wrote {_OUTPUT.value}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

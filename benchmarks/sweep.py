@@ -17,17 +17,18 @@ from benchmarks import common
 COUNTS = (1, 4, 16, 64)
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(context: common.Context) -> dict[str, Any]:
+  quick = context.quick
   chunk = 5 if quick else 30
   size = common.DEFAULT
-  one = common.program(size, 1, chunk)
+  one = context.program(size, 1, chunk)
   t_one = one.seconds(repeats=5)
   # --quick: only 1 and 16 lambdas, and no forward-only comparison (each program compiles apart).
   forward_ms = (lambda count: float("nan")) if quick else (lambda count: common.breakdown(one, count)["forward_ms"])
   f_one = forward_ms(1)
   out, rows = {"size": size, "steps_per_call": chunk, "counts": {}}, []
   for count in (1, 16) if quick else COUNTS:
-    prog = common.program(size, count, chunk)
+    prog = context.program(size, count, chunk)
     t_vmap = prog.seconds(repeats=1 if quick and count >= 16 else 2 if count >= 16 else 3)
     t_loop = count * t_one
     f_vmap = forward_ms(count)
@@ -43,8 +44,8 @@ def run(quick: bool) -> dict[str, Any]:
   out["throughput_ratio_16"] = out["counts"]["16"]["throughput_ratio"]
   if "64" in out["counts"]:
     out["throughput_ratio_64"] = out["counts"]["64"]["throughput_ratio"]
-  print(common.table(
+  context.table(
       f"Sweep: Λ lambdas vmapped in one jit vs a loop of one-lambda runs (2x128, batch 64 x 8, {chunk} steps per call)",
       ["Λ", "vmapped λ·steps/s", "loop λ·steps/s", "throughput ratio", "forward-only ratio", "vmapped peak MiB",
-       "loop peak MiB", "compile s"], rows))
+       "loop peak MiB", "compile s"], rows)
   return out

@@ -135,7 +135,8 @@ def _jax_sweep_seconds(program: common.SearchProgram, steps: int) -> float:
   return common.median_seconds(sweep, repeats=1, warmup=1)
 
 
-def compare(size: dict[str, int], steps: int, chunk: int, lambdas_timed: int, torch_steps: int, with_compile: bool
+def compare(context: common.Context, size: dict[str, int], steps: int, chunk: int, lambdas_timed: int,
+            torch_steps: int, with_compile: bool
             ) -> dict[str, Any]:
   """The 16-lambda sweep of ``steps`` steps: jaxmask (one vmapped program) vs torch eager (and compiled).
 
@@ -144,7 +145,7 @@ def compare(size: dict[str, int], steps: int, chunk: int, lambdas_timed: int, to
   16 x ``steps`` (every step and lambda costs the same). ``extrapolated`` says whether either scaled.
   """
   params, items = common.sized(size)
-  program = common.program(size, len(LAMBDAS), chunk)
+  program = context.program(size, len(LAMBDAS), chunk)
   exact = steps % chunk == 0 and steps // chunk <= 3
   jax_seconds = _jax_sweep_seconds(program, steps) if exact else program.seconds(repeats=2) * steps / chunk
   out = {"size": size, "steps": steps, "lambdas": len(LAMBDAS), "jax_sweep_seconds": jax_seconds,
@@ -179,14 +180,15 @@ def best_threads(params: lstm.Params, items: interventions.Items, steps: int = 5
   return {"threads": best, "calibration_ms_per_step": {str(k): v for k, v in per_step.items()}}
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(context: common.Context) -> dict[str, Any]:
+  quick = context.quick
   if torch is None:
     return {"skipped": "torch is not installed (pip install jaxmask[torch])"}
   steps, chunk = (20, 10) if quick else (90, 30)
   threads = best_threads(*common.sized(common.DEFAULT))
-  default = compare(common.DEFAULT, steps, chunk, lambdas_timed=4 if quick else 16, torch_steps=steps,
+  default = compare(context, common.DEFAULT, steps, chunk, lambdas_timed=4 if quick else 16, torch_steps=steps,
                     with_compile=True)
-  gul = compare(common.GULORDAVA, steps, 1 if quick else 2, lambdas_timed=1, torch_steps=2 if quick else 3,
+  gul = compare(context, common.GULORDAVA, steps, 1 if quick else 2, lambdas_timed=1, torch_steps=2 if quick else 3,
                 with_compile=not quick)
   result = dict(default)
   result.update(gulordava=gul, torch_threads=threads)
@@ -197,10 +199,10 @@ def run(quick: bool) -> dict[str, Any]:
                  r["torch_eager_sweep_seconds"], r.get("torch_compile_sweep_seconds", "not run"), r["speedup"],
                  r.get("speedup_vs_compile", "not run"),
                  f"torch {r['torch_lambdas_timed']} λ x {r['torch_steps_timed']} steps, jax {r['jax_steps_timed']} steps"])
-  print(common.table(f"PyTorch reference: 16-lambda sweep, {steps} steps, batch 64 (torch threads = "
-                     f"{threads['threads']}, the faster of " + ", ".join(
-                         f"{k}: {v:.3g}" for k, v in threads["calibration_ms_per_step"].items()) + " ms/step; "
-                     "compile times apart)",
-                     ["size", "jax ms/(λ·step)", "eager ms/step", "compile ms/step", "jax sweep s", "eager sweep s",
-                      "compile sweep s", "speedup vs eager", "speedup vs compile", "timed (rest scaled)"], rows))
+  context.table(f"PyTorch reference: 16-lambda sweep, {steps} steps, batch 64 (torch threads = "
+                f"{threads['threads']}, the faster of " + ", ".join(
+                    f"{k}: {v:.3g}" for k, v in threads["calibration_ms_per_step"].items()) + " ms/step; "
+                "compile times apart)",
+                ["size", "jax ms/(λ·step)", "eager ms/step", "compile ms/step", "jax sweep s", "eager sweep s",
+                 "compile sweep s", "speedup vs eager", "speedup vs compile", "timed (rest scaled)"], rows)
   return result

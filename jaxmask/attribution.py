@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxmask import interventions, objectives
+from jaxmask import interventions, models, objectives
 from jaxmask.models import lstm
 
 
@@ -38,7 +38,7 @@ def single_unit_effects(params: lstm.Params, items: interventions.Items, replace
   N + 1 rows of one ``interventions.margins`` call (vmapped, in chunks, the items grouped by length so that no
   padded step is run). Larger = more important.
   """
-  n = lstm.num_units(params, sites)
+  n = models.num_units(params, sites)
   losses = mean_losses(params, items, jnp.eye(n + 1, n, k=-1), replacement, mean_h, sites, by_length=True)
   return losses[0] - losses[1:]
 
@@ -84,7 +84,7 @@ def integrated_gradients(params: lstm.Params, items: interventions.Items, steps:
   """
   if steps < 1:
     raise ValueError(f"steps must be positive, got {steps}.")
-  n = lstm.num_units(params, sites)
+  n = models.num_units(params, sites)
   alphas = jnp.linspace(0.0, 1.0, steps + 1)
   grads_SxN = _gate_gradients(params, items, alphas[:, None] * jnp.ones((1, n)), replacement, mean_h, sites)
   weights_S = jnp.full((steps + 1,), 1.0 / steps).at[jnp.array([0, steps])].set(0.5 / steps)
@@ -113,7 +113,7 @@ def attribution_patching(params: lstm.Params, items: interventions.Items, replac
   affine in :math:`z_i` (e.g. the margin itself, ``loss_fn=lambda m: m``, of a one-layer LSTM with no
   recurrent h weights), and otherwise the Taylor estimate of :func:`single_unit_effects`.
   """
-  n = lstm.num_units(params, sites)
+  n = models.num_units(params, sites)
   return -_gate_gradients(params, items, jnp.zeros((1, n)), replacement, mean_h, sites, loss_fn)[0]
 
 
@@ -142,10 +142,9 @@ class Probe:
 
 def _activations(params: lstm.Params, tokens_BxT: jax.Array, length_B: jax.Array, sites: str) -> jax.Array:
   """Every unit's state at position length - 1, flat in the order of the gate vector: float32[B, N]."""
-  _, states = lstm.apply(params, tokens_BxT, return_states=True)
-  rows = jnp.arange(tokens_BxT.shape[0])
-  return jnp.concatenate([jnp.swapaxes(states[s][:, rows, length_B - 1], 0, 1).reshape(len(rows), -1)
-                          for s in sites], axis=1)
+  model = models.of_params(params)
+  _, states = model.apply(params, tokens_BxT, return_states=True)
+  return model.unit_values(states, sites)[jnp.arange(tokens_BxT.shape[0]), length_B - 1]
 
 
 @functools.partial(jax.jit, static_argnames=("sites", "steps"))

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import attribution, interventions, objectives, search
+from jaxmask import attribution, interventions, models, objectives, search
 from jaxmask.models import lstm
 
 
@@ -48,7 +48,7 @@ def greedy(params: lstm.Params, items: interventions.Items, k: int, replacement:
   the same shape every round and as :func:`attribution.single_unit_effects`, so it compiles once. k is
   capped at N.
   """
-  n = lstm.num_units(params, sites)
+  n = models.num_units(params, sites)
   chosen, out = [], []
   for _ in range(min(k, n)):
     gates_SxN = np.maximum(interventions.units_to_gates([chosen], n), np.eye(n + 1, n, k=-1, dtype=np.float32))
@@ -75,8 +75,8 @@ def sweep_at_k(params: lstm.Params, items: interventions.Items, result: search.S
       units = list(units) if len(units) <= k else sorted(sorted(units, key=lambda u: -logits[u])[:k])
       if units not in candidates:
         candidates.append(units)
-  m_SxB = interventions.margins(params, items, interventions.units_to_gates(candidates, lstm.num_units(params, sites)),
-                                replacement, mean_h, sites)
+  gates_SxN = interventions.units_to_gates(candidates, models.num_units(params, sites))
+  m_SxB = interventions.margins(params, items, gates_SxN, replacement, mean_h, sites)
   flip_rate = np.asarray((m_SxB < 0).mean(axis=1))
   loss = np.asarray(objectives.flip_loss(m_SxB).mean(axis=1))
   order = sorted(range(len(candidates)), key=lambda s: (-flip_rate[s], loss[s], len(candidates[s])))
@@ -139,7 +139,7 @@ def _greedy_sets(context: Context, ks: Sequence[int]) -> list[list[list[int]]]:
 
 
 def _random_sets(context: Context, ks: Sequence[int]) -> list[list[list[int]]]:
-  n = lstm.num_units(context.params, context.sites)
+  n = models.num_units(context.params, context.sites)
   keys = jax.random.split(jax.random.key(0) if context.key is None else context.key, len(ks))
   return [np.asarray(random_sets(key, n, k, context.draws)).tolist() for key, k in zip(keys, ks)]
 
@@ -223,7 +223,7 @@ def compare(params: lstm.Params, search_items: interventions.Items, heldout_item
     "units" of the first seed, "units_per_seed", "heldout_flip_rate_per_seed", "seed_min" and "seed_max".
   """
   ks = [int(k) for k in ks]
-  n = lstm.num_units(params, sites)
+  n = models.num_units(params, sites)
   names = list(METHODS) if methods is None else list(methods)
   unknown = [m for m in [*names, *(search_sets or {})] if m not in METHODS]
   if unknown:

@@ -2,9 +2,10 @@
 
 Layout of DIR::
 
-    DIR/config.json   {"vocab_size", "embed_size", "hidden_size", "num_layers", ...any extra metadata}
-    DIR/vocab.txt     one word per line, index = line number
-    DIR/params/       orbax checkpoint of the lstm parameter pytree
+    DIR/config.json   the family's sizes (``CONFIG_KEYS``; an LSTM's "vocab_size", "embed_size", "hidden_size",
+                      "num_layers"), "family" (absent for LSTMs) and any extra metadata
+    DIR/vocab.txt     one word (or token) per line, index = line number
+    DIR/params/       orbax checkpoint of the family's parameter pytree
 
 Every command takes such a directory as ``--checkpoint``; ``params, config, vocab = load(DIR)`` reads it.
 """
@@ -21,19 +22,23 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxmask import models
 from jaxmask.models import lstm
 
-MODEL_KEYS = ("vocab_size", "embed_size", "hidden_size", "num_layers")
+MODEL_KEYS = lstm.CONFIG_KEYS
 
 
 class CheckpointError(ValueError):
   """A checkpoint directory that cannot be read; the message says which file and what to do."""
 
 
-def save(directory: str, params: lstm.Params, vocab: list[str], extra_config: dict[str, Any] | None = None) -> None:
+def save(directory: str, params: dict, vocab: list[str], extra_config: dict[str, Any] | None = None) -> None:
   """Writes DIR/params, DIR/config.json and DIR/vocab.txt (overwrites an existing checkpoint there)."""
   directory = os.path.abspath(directory)
-  config = dict(lstm.config_of(params))
+  model = models.of_params(params)
+  config = dict(model.config_of(params))
+  if model is not lstm:
+    config["family"] = next(name for name, family in models.FAMILIES.items() if family is model)
   if config["vocab_size"] != len(vocab):
     raise CheckpointError(f"the vocabulary has {len(vocab)} words but the embedding has {config['vocab_size']} rows.")
   config.update(extra_config or {})
@@ -76,7 +81,7 @@ def language_of(config: dict[str, Any]) -> str:
   return config.get("train", {}).get("lexicon", "small")
 
 
-def load(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]:
+def load(directory: str) -> tuple[dict, dict[str, Any], list[str]]:
   """Reads (params, config, vocab) from a checkpoint directory written by ``save`` (or by :func:`pack`)."""
   if os.path.exists(os.path.join(directory, "params.npz")):
     return load_packed(directory)
@@ -95,14 +100,18 @@ def load(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]:
       config = json.load(f)
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{config_path}, line {e.lineno}: not valid JSON ({e.msg}).") from e
-  missing = [k for k in MODEL_KEYS if k not in config]
+  try:
+    model = models.family_of(config)
+  except ValueError as e:
+    raise CheckpointError(f"{config_path}: {e}") from None
+  missing = [k for k in model.CONFIG_KEYS if k not in config]
   if missing:
-    raise CheckpointError(f"{config_path} lacks {', '.join(missing)}; it must give {', '.join(MODEL_KEYS)}.")
+    raise CheckpointError(f"{config_path} lacks {', '.join(missing)}; it must give {', '.join(model.CONFIG_KEYS)}.")
   vocab = read_vocab(vocab_path)
   if len(vocab) != config["vocab_size"]:
     raise CheckpointError(f"{vocab_path} has {len(vocab)} words but {config_path} says vocab_size="
                           f"{config['vocab_size']}; use the vocabulary the model was trained with.")
-  abstract = jax.eval_shape(lambda: lstm.init(jax.random.key(0), *(config[k] for k in MODEL_KEYS)))
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *(config[k] for k in model.CONFIG_KEYS)))
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), abstract)
   with ocp.StandardCheckpointer() as ckptr:
     try:

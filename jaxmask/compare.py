@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import baselines, data, interventions, phenomena
+from jaxmask import baselines, data, interventions, models, phenomena
 from jaxmask.config import Config
 from jaxmask.models import lstm
 from jaxmask.sweeps import flip_rates, run_sweep, select
@@ -21,7 +21,7 @@ def side_effects(params: lstm.Params, unit_sets: list[list[int]], config: Config
                  other: tuple[interventions.Items, list[data.Pair]], control: interventions.Control) -> list[dict[str, Any]]:
   """Per set, what it does besides flipping the phenomenon: control KL (plain, merged), perplexity, the other
   phenomenon's flip rate (None when the model gets none of its items right)."""
-  gates_SxN = interventions.units_to_gates(unit_sets, lstm.num_units(params, config.sites))
+  gates_SxN = interventions.units_to_gates(unit_sets, models.num_units(params, config.sites))
   other_flip = [None] * len(unit_sets)
   if other[1]:
     other_flip, _ = flip_rates(np.asarray(interventions.margins(params, other[0], gates_SxN, replacement=config.replacement,
@@ -36,7 +36,7 @@ def evaluate_sets(params: lstm.Params, unit_sets: list[list[int]], config: Confi
                   heldout: tuple[interventions.Items, list[data.Pair]], other: tuple[interventions.Items, list[data.Pair]],
                   control: interventions.Control) -> list[dict[str, Any]]:
   """Per set: train and held-out flip rates (by condition), and its :func:`side_effects`."""
-  gates_SxN = interventions.units_to_gates(unit_sets, lstm.num_units(params, config.sites))
+  gates_SxN = interventions.units_to_gates(unit_sets, models.num_units(params, config.sites))
   scope = dict(replacement=config.replacement, sites=config.sites)
   train_flip = np.asarray((interventions.margins(params, search_items, gates_SxN, **scope) < 0).mean(axis=1))
   heldout_flip, by_condition = flip_rates(np.asarray(interventions.margins(params, heldout[0], gates_SxN, **scope)),
@@ -60,7 +60,7 @@ def seed_stability(params: lstm.Params, search_items: interventions.Items, confi
   for seed in range(config.seed + 1, config.seed + 1 + extra_seeds):
     result = run_sweep(params, search_items, dataclasses.replace(config, seed=seed), config.method, control,
                        name=f"search_{config.method}_seed{seed}")
-    gates_SxN = interventions.units_to_gates(result.units, lstm.num_units(params, config.sites))
+    gates_SxN = interventions.units_to_gates(result.units, models.num_units(params, config.sites))
     flips, by_condition = flip_rates(np.asarray(interventions.margins(
         params, heldout[0], gates_SxN, replacement=config.replacement, sites=config.sites)), heldout[1])
     rows = [{"units": u, "heldout_flip_rate": f, "heldout_flip_rate_by_condition": c}  # what select reads
@@ -88,7 +88,7 @@ def compare_methods(params: lstm.Params, config: Config, search_items: intervent
   methods' sets at the selected set's size).
   """
   ks = tuple(sorted(set(config.baseline_ks) | ({len(selected)} if selected else set())))
-  ks = tuple(k for k in ks if k <= lstm.num_units(params, config.sites))
+  ks = tuple(k for k in ks if k <= models.num_units(params, config.sites))
   search_sets = {}
   for method in ("hard_concrete", "reinforce"):
     t0 = time.perf_counter()

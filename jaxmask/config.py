@@ -14,16 +14,18 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxmask import endgame, formats, interventions, phenomena, search
+from jaxmask import endgame, formats, interventions, models, phenomena, search
 
 
 class ExperimentError(ValueError):
   """A user error in the main job's settings or inputs; the message is one sentence saying what to do."""
 
 
-def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:  # pylint: disable=redefined-builtin
-  """A Config field with its flag's help text (and, for an enum flag, its choices)."""
-  return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, kind: type | None = None  # pylint: disable=redefined-builtin
+            ) -> Any:
+  """A Config field with its flag's help text (for an enum flag, its choices; ``kind``: the type of a None default)."""
+  return dataclasses.field(default=default, metadata={"help": help, "choices": choices,
+                                                      "kind": kind or type(default)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +47,8 @@ class Config:
   steps: int = setting(300, "Optimisation steps.")
   learning_rate: float = setting(0.1, "Adam learning rate of the gate logits.")
   batch_size: int = setting(64, "Items per step.")
-  sites: str = setting("h", "States that can be intervened: h of every layer, or h and c.", ("h", "hc"))
+  sites: str = setting("h", "Units that can be intervened: LSTM h of every layer, or h and c (hc); transformer "
+                             "MLP neurons (mlp, also h), attention heads (heads), or both (mlp,heads).", models.SITES)
   replacement: str = setting("counterfactual", "Replacement r.", tuple(interventions.REPLACEMENTS))
   mu: float = setting(0.0, "Weight of the KL control term on held-out text (0 = off).")
   control_batch_size: int = setting(8, "Control sentences per search step for the KL term (a minibatch; 0 = all "
@@ -56,9 +59,11 @@ class Config:
   # The end-game (jaxmask/endgame.py, README "Reaching a discrete set").
   init_logit: float = setting(3.0, "Initial gate logit (3: gates start open; 0: the plain method).")
   schedule: str = setting("ramp", "Sparsity pressure: fixed, or ramped in linearly.", endgame.SCHEDULES)
-  ramp_fraction: float = setting(0.1, "Share of the steps over which the ramp rises.")
-  hard_fraction: float = setting(0.9, "Share of the last steps run on straight-through hard gates "
-                                      "(Hard Concrete; 0 = the plain relaxed method).")
+  ramp_fraction: float | None = setting(None, "Share of the steps over which the ramp rises (unset: 0.1 for "
+                                              "lambda sweeps, 0.4 for target-size sweeps).", kind=float)
+  hard_fraction: float | None = setting(None, "Share of the last steps run on straight-through hard gates "
+                                              "(Hard Concrete; 0 = the plain relaxed method; unset: 0.9 for lambda "
+                                              "sweeps, 0.4 for target-size sweeps).", kind=float)
   multiplier_lr: float = setting(0.01, "Ascent rate of the target-size sweep's Lagrange multiplier.")
   target_flip: float = setting(0.95, "Held-out flip rate the selected (smallest) set must reach.")
   only_known: bool = setting(True, "Measure flips only on items the clean model gets right on both the prefix "

@@ -1,6 +1,7 @@
 """Import a PyTorch LSTM language model (colorlessgreenRNNs / word_language_model ``RNNModel``) as a jaxmask checkpoint.
 
     python -m jaxmask.convert --torch_checkpoint=FILE.pt --vocab=vocab.txt --output=DIR
+    python -m jaxmask.convert --input=HF_DIR --output=DIR     # a Hugging Face GPT-2 directory (convert_gpt2.py)
 
 FILE.pt may be a state dict or a whole pickled model; nothing in it is executed (see ``load_torch_state``).
 torch is an optional dependency (``pip install -e ".[torch]"``), imported only when a file is read.
@@ -232,9 +233,12 @@ def convert(torch_checkpoint: str, vocab_path: str, output_dir: str) -> dict[str
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defined only when run as a program, so importing never adds flags."""
   flags.DEFINE_string("torch_checkpoint", None, "A PyTorch LSTM LM saved by torch.save: a state dict or the whole "
-                      "model.", flag_values=flag_values, required=True)
-  flags.DEFINE_string("vocab", None, "The model's vocabulary: one word per line, index = line number.",
-                      flag_values=flag_values, required=True)
+                      "model.", flag_values=flag_values)
+  flags.DEFINE_string("vocab", None, "The LSTM's vocabulary: one word per line, index = line number.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("input", None, "A Hugging Face GPT-2 directory (config.json, model.safetensors or "
+                      "pytorch_model.bin, tokenizer.json or vocab.json + merges.txt), instead of --torch_checkpoint.",
+                      flag_values=flag_values)
   flags.DEFINE_string("output", None, "The jaxmask checkpoint directory to write.", flag_values=flag_values,
                       required=True)
 
@@ -244,7 +248,16 @@ def main(argv: list[str]) -> None:
   FLAGS = flags.FLAGS
   if len(argv) > 1:
     sys.exit(f"convert: unexpected arguments {' '.join(argv[1:])}; flags are written --name=value.")
+  if bool(FLAGS.input) == bool(FLAGS.torch_checkpoint) or (FLAGS.torch_checkpoint and not FLAGS.vocab):
+    sys.exit("convert: give --input=HF_DIR (a GPT-2 directory), or --torch_checkpoint=FILE.pt with --vocab=FILE.")
   try:
+    if FLAGS.input:
+      from jaxmask import convert_gpt2  # pylint: disable=import-outside-toplevel
+      s = convert_gpt2.convert(FLAGS.input, FLAGS.output)
+      print(f"convert: wrote {s['output']}: {s['num_layers']}-layer GPT-2 transformer, d_model {s['d_model']}, "
+            f"{s['num_heads']} heads, MLP {s['d_mlp']}, vocabulary {s['vocab_size']}, "
+            f"{'tied' if s['tied_embeddings'] else 'untied'} embeddings.")
+      return
     s = convert(FLAGS.torch_checkpoint, FLAGS.vocab, FLAGS.output)
   except (ConvertError, checkpoints.CheckpointError) as e:
     sys.exit(f"convert: {e}")

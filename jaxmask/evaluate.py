@@ -1,7 +1,7 @@
 """Accuracy of an LM on minimal pairs, and the flip rate of a unit set under an intervention (absl app).
 
     python -m jaxmask.evaluate --checkpoint=workdir_lm --items=pairs.tsv --output=out.json \\
-        [--units=3,17 --intervention=counterfactual|zero|mean]
+        [--units=3,17 --intervention=counterfactual|zero|mean] [--per_item]
 
 An item is correct when the model scores its target above its foil after its prefix (read from the initial
 state after ``<eos>`` unless a context state is given). The functions here are what the main job calls; the
@@ -22,16 +22,17 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from jaxmask import checkpoints, interventions, report
+from jaxmask import checkpoints, interventions, models, report, subword
 from jaxmask.models import lstm
 
 INTERVENTIONS = ("counterfactual", "zero", "mean")
 
 
 @jax.jit
-def _margins_chunk(params: lstm.Params, items: interventions.Items, h0_LxBxH: jax.Array, c0_LxBxH: jax.Array) -> jax.Array:
-  xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.prefix])
-  return interventions.margin(params, items, xproj0, None, None, None, initial_state=(h0_LxBxH, c0_LxBxH))
+def _margins_chunk(params: dict, items: interventions.Items,
+                   initial_state: tuple[jax.Array, jax.Array] | None) -> jax.Array:
+  inputs = models.of_params(params).embed_inputs(params, items.prefix)
+  return interventions.margin(params, items, inputs, None, None, initial_state=initial_state)
 
 
 def margins(params: lstm.Params, items: interventions.Items,
@@ -44,26 +45,34 @@ def margins(params: lstm.Params, items: interventions.Items,
     params: LM parameters.
     items: encoded minimal pairs (right-padded prefixes, read at ``length - 1``).
     initial_state: (h, c), each (L, H), the state every prefix starts from (e.g. after some running text,
-      see ``context_state``); zeros when None.
+      see ``context_state``); zeros when None. LSTMs only: a transformer reads every prefix from its start.
     batch_size: items per forward pass (bounds memory; the last chunk is padded so one compile serves all).
   """
-  num_layers, hidden = len(params["layers"]), params["layers"][0]["w_hh"].shape[1]
   count = int(items.prefix.shape[0])
   if count == 0:
     return np.zeros((0,), np.float32)
   batch_size = min(batch_size, count)
-  if initial_state is None:
-    initial_state = (jnp.zeros((num_layers, hidden)), jnp.zeros((num_layers, hidden)))
-  h0, c0 = (jnp.broadcast_to(s[:, None, :], (num_layers, batch_size, hidden)) for s in initial_state)
+  start = None
+  if models.of_params(params).RESUMABLE:
+    num_layers, hidden = len(params["layers"]), params["layers"][0]["w_hh"].shape[1]
+    if initial_state is None:
+      initial_state = (jnp.zeros((num_layers, hidden)), jnp.zeros((num_layers, hidden)))
+    start = tuple(jnp.broadcast_to(s[:, None, :], (num_layers, batch_size, hidden)) for s in initial_state)
+  elif initial_state is not None:
+    raise ValueError("a transformer reads every prefix from its start; running-text contexts "
+                     "(--context_sentences) need an LSTM.")
   pad = -count % batch_size
   padded = jax.tree.map(lambda a: np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[:1], pad, axis=0)]), items)
-  out = [np.asarray(_margins_chunk(params, padded.take(slice(i, i + batch_size)), h0, c0))
+  out = [np.asarray(_margins_chunk(params, padded.take(slice(i, i + batch_size)), start))
          for i in range(0, count + pad, batch_size)]
   return np.concatenate(out)[:count]
 
 
 def context_state(params: lstm.Params, context_ids: Sequence[int]) -> tuple[jax.Array, jax.Array]:
-  """(h, c), each (L, H): the state after reading ``context_ids`` from the initial state (running text)."""
+  """(h, c), each (L, H): the state after reading ``context_ids`` from the initial state (running text; LSTMs)."""
+  if not models.of_params(params).RESUMABLE:
+    raise ValueError("a transformer reads every prefix from its start; running-text contexts "
+                     "(--context_sentences) need an LSTM.")
   _, states = lstm.apply(params, jnp.asarray([list(context_ids)], jnp.int32), return_states=True)
   return states["h"][:, 0, -1], states["c"][:, 0, -1]
 
@@ -131,14 +140,15 @@ def flip_rates(params: lstm.Params, items: interventions.Items, units: np.ndarra
   """
   if intervention not in INTERVENTIONS:
     raise ValueError(f"--intervention must be one of {', '.join(INTERVENTIONS)}, got {intervention!r}.")
-  gates_1xN = interventions.units_to_gates([units.tolist()], lstm.num_units(params, "h"))
+  gates_1xN = interventions.units_to_gates([units.tolist()], models.num_units(params, "h"))
   margins_1xB = interventions.margins(params, items, gates_1xN, replacement=intervention, sites="h")
   return accuracy_by_condition(np.asarray(margins_1xB)[0] < 0, conditions)
 
 
 def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], units: np.ndarray | None = None,
                    intervention: str = "counterfactual", pct_female: dict[str, float] | None = None,
-                   contexts: Sequence[Sequence[int]] | None = None) -> dict[str, Any]:
+                   contexts: Sequence[Sequence[int]] | None = None, per_item: bool = False,
+                   tokenizer=None) -> dict[str, Any]:
   """The evaluate command's JSON for ``pairs`` (``data.Pair``): accuracy and, with ``units``, flip rates.
 
   Args:
@@ -150,19 +160,32 @@ def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], 
     contexts: token ids of running text to read before every item (one accuracy over all context x item
       combinations); None reads each item from the initial state. Gender and flip rates always use the
       initial state.
+    per_item: add every scored item's margin, in input order.
+    tokenizer: a subword tokenizer (``subword.tokenizer_of``): every pair is scored by the summed
+      log-probabilities of its words' tokens, and flip rates use the pairs whose target and foil are one
+      token each and whose prefixes align (``subword.encode``; adds its skip counts as ``flip_stats``).
 
   Returns:
     ``{"accuracy", "by_condition", "items", "skipped_oov", "unk_tokens", "with_counterfactual"}`` (items with an
     x', e.g. derived from a Lakretz file); plus ``"by_task"`` and
     ``"skipped_oov_by_task"`` when conditions are ``task/cell`` (Marvin & Linzen); ``"gender"``; and
-    ``"flip_rate"``, ``"flip_rate_by_condition"``, ``"units"``, ``"intervention"`` with ``units``.
+    ``"flip_rate"``, ``"flip_rate_by_condition"``, ``"units"``, ``"intervention"`` with ``units``; and with
+    ``per_item``, ``"per_item"``: ``[{"index": row of the input, "margin": log p(y|x) - log p(y'|x)}, ...]``
+    for every scored item (out-of-vocabulary ones are skipped), in input order, from the initial state.
   """
   from jaxmask import data
   pairs = list(pairs)
-  items, kept, stats = data.encode(pairs, vocab, prepend_eos=True)
+  if tokenizer is not None:
+    if contexts:
+      raise ValueError("running-text contexts (--context_sentences) are read word by word; they need a word-level "
+                       "vocabulary.")
+    kept, stats = list(range(len(pairs))), {"skipped_oov": 0, "unk_tokens": 0}
+    m = subword.summed_margins(params, tokenizer, pairs) if pairs else np.zeros((0,), np.float32)
+  else:
+    items, kept, stats = data.encode(pairs, vocab, prepend_eos=True)
+    m = margins(params, items)
   kept_pairs = [pairs[i] for i in kept]
   conditions = [p.condition or "all" for p in kept_pairs]
-  m = margins(params, items)
   if contexts:
     states = [context_state(params, ids) for ids in contexts]
     correct = np.concatenate([margins(params, items, state) > 0 for state in states])
@@ -179,6 +202,8 @@ def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], 
     kept_set = set(kept)
     skipped = [(p.condition or "all").split("/")[0] for i, p in enumerate(pairs) if i not in kept_set]
     result["skipped_oov_by_task"] = {t: skipped.count(t) for t in sorted(set(tasks) | set(skipped))}
+  if per_item:
+    result["per_item"] = [{"index": int(i), "margin": float(margin)} for i, margin in zip(kept, m)]
   if pct_female is not None:
     gender = gender_bias(m, kept_pairs, pct_female)
     if gender is not None:
@@ -187,6 +212,10 @@ def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], 
     if intervention == "counterfactual" and any(p.counterfactual is None for p in kept_pairs):
       raise ValueError("--intervention=counterfactual needs a counterfactual prefix for every item; add a "
                        "counterfactual column or use --intervention=zero or mean.")
+    if tokenizer is not None:
+      items, flip_kept, flip_stats = subword.encode(kept_pairs, tokenizer)
+      conditions = [conditions[i] for i in flip_kept]
+      result["flip_stats"] = flip_stats
     rate, rate_by_condition = flip_rates(params, items, units, intervention, conditions)
     result.update(flip_rate=rate, flip_rate_by_condition=rate_by_condition, units=[int(u) for u in units],
                   intervention=intervention)
@@ -251,6 +280,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                     **fv)
   flags.DEFINE_integer("n_per_cell", 200, "Items per cell of builtin:agreement.", **fv)
   flags.DEFINE_integer("seed", 0, "Seed of the built-in generated sets and of the running-text contexts.", **fv)
+  flags.DEFINE_bool("per_item", False, "Also write every scored item's margin log p(y|x) - log p(y'|x), in input "
+                    "order (\"per_item\").", **fv)
   flags.DEFINE_integer("context_sentences", 0, "Read every item after this many sentences of held-out generated "
                        "text (5 different contexts) instead of from the initial state; 0 = initial state.", **fv)
 
@@ -265,9 +296,10 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     if not FLAGS.items:
       raise ValueError("--items is required: a minimal-pair TSV file or builtin:agreement / builtin:gender.")
     params, config, vocab = checkpoints.load(FLAGS.checkpoint) if FLAGS.checkpoint else checkpoints.load_default()
+    tokenizer = subword.tokenizer_of(FLAGS.checkpoint, config) if FLAGS.checkpoint else None
     language = checkpoints.language_of(config)
     pairs = load_items(FLAGS.items, FLAGS.format, FLAGS.n_per_cell, FLAGS.seed, language, vocab)
-    units = parse_units(FLAGS.units, lstm.num_units(params, "h")) if FLAGS.units is not None else None
+    units = parse_units(FLAGS.units, models.num_units(params, "h")) if FLAGS.units is not None else None
     pct_female = None
     if any({p.target.lower(), p.foil.lower()} == {"he", "she"} for p in pairs):
       from jaxmask import grammar
@@ -275,7 +307,8 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     contexts = None
     if FLAGS.context_sentences > 0:
       contexts = running_text(vocab, 5, FLAGS.context_sentences, FLAGS.seed, language)
-    result = evaluate_pairs(params, vocab, pairs, units, FLAGS.intervention, pct_female, contexts)
+    result = evaluate_pairs(params, vocab, pairs, units, FLAGS.intervention, pct_female, contexts, FLAGS.per_item,
+                            tokenizer)
     text = json.dumps(report.finite(result), indent=2)
     if FLAGS.output:
       os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)

@@ -23,7 +23,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from jaxmask import interventions, objectives
+from jaxmask import interventions, models, objectives
 from jaxmask.models import lstm
 
 
@@ -80,7 +80,7 @@ def set_scores(params: lstm.Params, items: interventions.Items, k: int, *, sites
   C = C(N, k). Each block of ``block`` sets is one ``interventions.margins`` call; the last block is padded with
   copies of its first set so that every block has the same shape (one compilation per k).
   """
-  n = lstm.num_units(params, sites)
+  n = models.num_units(params, sites)
   if not 1 <= k <= n:
     raise ValueError(f"k must lie in [1, {n}], got {k}.")
   total = math.comb(n, k)
@@ -131,7 +131,7 @@ def optimum(params: lstm.Params, items: interventions.Items, ks: Sequence[int] |
       in ``chunk``-sized pieces).
     chunk: sets run vmapped at once inside a block.
   """
-  n = lstm.num_units(params, sites)
+  n = models.num_units(params, sites)
   num_items = int(items.prefix.shape[0])
   out = {}
   for k in (default_sizes(n) if ks is None else ks):
@@ -149,6 +149,6 @@ def flip_counts(params: lstm.Params, items: interventions.Items, unit_sets: Sequ
   """How many items each of S given unit sets flips, int32[S] (one ``interventions.margins`` call)."""
   if not unit_sets:
     return np.zeros((0,), np.int32)
-  gates_SxN = interventions.units_to_gates([list(s) for s in unit_sets], lstm.num_units(params, sites))
+  gates_SxN = interventions.units_to_gates([list(s) for s in unit_sets], models.num_units(params, sites))
   m_SxB = interventions.margins(params, items, gates_SxN, replacement, mean_h, sites)
   return np.asarray(_reduce(m_SxB)[0]).astype(np.int32)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import checkpoints, data, formats, grammar, interventions, models, phenomena, report
+from jaxmask import checkpoints, data, formats, grammar, interventions, models, phenomena, report, subword
 from jaxmask.compare import compare_methods, evaluate_sets, seed_stability
 from jaxmask import config as config_lib
 from jaxmask.config import Config, ExperimentError
@@ -49,9 +49,10 @@ def _pairs(path: str, flag: str, config: Config, split: str, per_cell: int, lang
     raise ExperimentError(f"{flag}: {e}" if "no such file" in str(e) else str(e)) from e
 
 
-def encode_pairs(pairs: list[data.Pair], vocab: list[str], what: str, needs_counterfactual: bool
+def encode_pairs(pairs: list[data.Pair], vocab: list[str], what: str, needs_counterfactual: bool, tokenizer=None
                  ) -> tuple[interventions.Items, list[data.Pair], dict]:
-  """Encodes pairs, keeping those whose target and foil are in the vocabulary; errors name the flag.
+  """Encodes pairs, keeping those whose target and foil are in the vocabulary (with a subword ``tokenizer``:
+  one token each, and prefixes that align, subword.py); errors name the flag.
 
   With ``needs_counterfactual`` the pairs without a counterfactual x' are left out and counted
   (``without_counterfactual``: e.g. Lakretz items whose subject the lexicon cannot flip); none with one is an error.
@@ -61,7 +62,7 @@ def encode_pairs(pairs: list[data.Pair], vocab: list[str], what: str, needs_coun
     raise ExperimentError(f"{pairs[0].source if pairs else what}: no counterfactual prefix; add a counterfactual "
                           f"column or use --replacement=zero|mean.")
   try:
-    items, kept, stats = data.encode(with_cf, vocab)
+    items, kept, stats = subword.encode(with_cf, tokenizer) if tokenizer else data.encode(with_cf, vocab)
   except data.DataError as e:
     raise ExperimentError(str(e)) from e
   if stats["items"] == 0:
@@ -86,12 +87,15 @@ def known(params: lstm.Params, items: interventions.Items, pairs: list[data.Pair
   return items.take(keep), [pairs[i] for i in keep], stats
 
 
-def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.Pair] = (), language: str = "small"
-                 ) -> interventions.Control:
+def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.Pair] = (), language: str = "small",
+                 tokenizer=None) -> interventions.Control:
   """Held-out generated sentences (not in training) as rows from the initial state: <eos> sentence.
 
   ``pairs`` (the phenomenon's items) set the word classes of the merged control KL (``data.outcome_classes``).
   """
+  if tokenizer is not None:
+    return subword.control(tokenizer, grammar.corpus(sentences, seed, split="control", language=language),
+                           list(pairs), len(vocab))
   index = {w: i for i, w in enumerate(vocab)}
   unk = index.get(data.UNK, index[data.EOS])
   rows = [[index[data.EOS]] + [data.normalize(w, index) or unk for w in s.split()]
@@ -110,32 +114,38 @@ def memory_estimate(params: lstm.Params, config: Config, search_items: intervent
                     ) -> dict[str, tuple[int, str]]:
   """Bytes the run's largest steps hold at once, from the shapes, each with the flag that lowers it.
 
-  The sweep holds the parameters, every search item's input projection and replacement states, and per
-  vmapped run a minibatch's states for the backward pass (16 H floats per item, step and layer, as
-  ``interventions.rows_per_chunk`` counts them); with ``--mu`` also the clean control log-probabilities, the
-  control rows' states and one chunk of their logits (``interventions.kl_chunk``). The evaluation holds one
-  chunk of intervened runs on the held-out items (``interventions.rows_per_chunk``) and, for the control KL of one set, about six
-  full distributions per control token (``interventions.control_effects``). The sweep's figure is within 15% of
-  XLA's own for the compiled sweep step (``tests/test_main.py``).
+  The sweep holds the parameters, every search item's embedded input and replacement states, and per
+  vmapped run a minibatch's activations for the backward pass (twice the family's ``activation_floats``: 16 H
+  floats per item, step and layer for an LSTM, as ``interventions.rows_per_chunk`` counts them); with ``--mu``
+  also the clean control log-probabilities and inputs, the control rows' activations and one chunk of their
+  logits (``interventions.kl_chunk``). The evaluation holds one chunk of intervened runs on the held-out items
+  (``interventions.rows_per_chunk``) and, for the control KL of one set, about six full distributions per control
+  token (``interventions.control_effects``). The sweep's figure is within 15% of XLA's own for the compiled
+  sweep step (``tests/test_main.py``).
   """
   f = 4  # float32
-  layers, hidden = len(params["layers"]), params["layers"][0]["w_hh"].shape[1]
-  vocab = int(params["decoder"]["w"].shape[0])
+  model = models.of_params(params)
+  vocab = int(model.unembedding(params)[0].shape[0])
   items, steps = search_items.prefix.shape
   rows, tokens = control.tokens.shape
+  width = jax.eval_shape(model.embed_inputs, params, search_items.prefix[:1, :1]).shape[-1]  # input floats a step
+  shapes = model.state_shapes(params)
+  replaced = sum(int(np.prod(shapes[k])) for k in model.site_states(config.sites))  # r floats a step
   search_config = config_lib.search_config_of(config, config.method)
   runs = len(config.lambdas) * (search_config.num_samples if config.method == "reinforce" else 1)
   weights = sum(a.size for a in jax.tree.leaves(params)) * f
-  sweep = weights + items * steps * (4 + layers * len(config.sites)) * hidden * f
-  sweep += runs * min(config.batch_size, items) * steps * layers * hidden * 16 * f
+  sweep = weights + items * steps * (width + replaced) * f
+  sweep += runs * min(config.batch_size, items) * steps * 2 * model.activation_floats(params, steps) * f
   if config.mu > 0:
     per_step = rows if search_config.control_batch_size == 0 else min(search_config.control_batch_size, rows)
-    sweep += rows * tokens * (vocab + 4 * hidden) * f + runs * per_step * tokens * layers * hidden * 16 * f
+    sweep += rows * tokens * (vocab + width) * f
+    sweep += runs * per_step * tokens * 2 * model.activation_floats(params, tokens) * f
     decoded = search_config.control_positions or per_step * tokens
     sweep += runs * min(interventions.kl_chunk(vocab, runs), decoded) * vocab * 4 * f
   heldout = (heldout_items or search_items).prefix.shape
-  chunk = interventions.rows_per_chunk(params, heldout[0], heldout[1])  # intervened runs at once, 8 H floats each
-  evaluation = weights + chunk * heldout[0] * heldout[1] * layers * hidden * 8 * f + 6 * rows * tokens * vocab * f
+  chunk = interventions.rows_per_chunk(params, heldout[0], heldout[1])  # intervened runs at once
+  evaluation = weights + chunk * heldout[0] * heldout[1] * model.activation_floats(params, heldout[1]) * f
+  evaluation += 6 * rows * tokens * vocab * f
   return {"sweep": (sweep, "--batch_size (or fewer --lambdas)"), "evaluation": (evaluation, "--control_sentences")}
 
 
@@ -150,7 +160,7 @@ def check_memory(estimate: dict[str, tuple[int, str]]) -> str:
 
 
 def trace_data(params: lstm.Params, pairs: list[data.Pair], items: interventions.Items, units: list[int],
-               phenomenon: str, max_units: int = 16) -> dict[str, Any]:
+               phenomenon: str, max_units: int = 16, sites: str = "hc") -> dict[str, Any]:
   """Mean activation of the selected units at each position, for the two groups of items.
 
   Agreement: nounPP items (of the most common length), singular vs plural subject. Gender: she- vs
@@ -163,10 +173,10 @@ def trace_data(params: lstm.Params, pairs: list[data.Pair], items: interventions
   common = int(np.bincount(lengths).argmax())
   chosen = [b for b in chosen if int(items.length[b]) == common]
   units = list(units)[:max_units]
-  _, states = lstm.apply(params, items.prefix[np.asarray(chosen)][:, :common], return_states=True)
-  flat = jnp.concatenate([states["h"], states["c"]], axis=0)  # (2L, B, T, H) in flat-id order
-  num_layers, hidden = states["h"].shape[0], states["h"].shape[-1]
-  acts = np.stack([np.asarray(flat[u // hidden, :, :, u % hidden]) for u in units], axis=1) if units else \
+  model = models.of_params(params)
+  _, states = model.apply(params, items.prefix[np.asarray(chosen)][:, :common], return_states=True)
+  values_BxTxN = model.unit_values(states, sites)  # flat-id order ("hc": every LSTM unit)
+  acts = np.swapaxes(np.asarray(values_BxTxN[:, :, np.asarray(units, int)]), 1, 2) if units else \
       np.zeros((len(chosen), 0, common))
   groups = {}
   for name in sorted({group_of(pairs[b]) for b in chosen}):
@@ -174,7 +184,7 @@ def trace_data(params: lstm.Params, pairs: list[data.Pair], items: interventions
     groups[name] = acts[rows].mean(axis=0).tolist()
   example = pairs[chosen[0]]
   return {"positions": common, "words": [data.EOS] + list(example.prefix) + [f"({example.target}/{example.foil})"],
-          "groups": groups, "units": [lstm.readable(u, num_layers, hidden) for u in units]}
+          "groups": groups, "units": [model.unit_name(params, u, sites) for u in units]}
 
 
 
@@ -189,19 +199,24 @@ def run(config: Config) -> dict[str, Any]:
   num_layers, hidden = model_config["num_layers"], model_config["hidden_size"]
   model = models.family_of(model_config)
   n = model.num_units(params, config.sites)
+  try:
+    tokenizer = subword.tokenizer_of(checkpoint_dir, model_config)
+  except data.DataError as e:
+    raise ExperimentError(f"--checkpoint: {e}") from e
   needs_cf = config.replacement == "counterfactual"
   other_name = phenomena.get(config.phenomenon).counterpart
   search_items, search_pairs, search_stats = encode_pairs(
       _pairs(config.train_items, "--train_items", config, "search", config.train_per_cell, language, vocab),
-      vocab, "--train_items", needs_cf)
+      vocab, "--train_items", needs_cf, tokenizer)
   heldout_items, heldout_pairs, heldout_stats = encode_pairs(
       _pairs(config.eval_items, "--eval_items", config, "heldout", config.eval_per_cell, language, vocab),
-      vocab, "--eval_items", needs_cf)
+      vocab, "--eval_items", needs_cf, tokenizer)
   other_items, other_pairs, _ = encode_pairs(builtin_pairs(other_name, "heldout", config.eval_per_cell, config.seed,
              language),
-                                             vocab, f"built-in {other_name} items", needs_cf)
+                                             vocab, f"built-in {other_name} items", needs_cf, tokenizer)
   # The control text's merged KL groups the words of this phenomenon's choices (every item's y and y').
-  control = control_text(vocab, config.control_sentences, config.seed + 1, search_pairs + heldout_pairs, language)
+  control = control_text(vocab, config.control_sentences, config.seed + 1, search_pairs + heldout_pairs, language,
+                         tokenizer)
   print(check_memory(memory_estimate(params, config, search_items, control, heldout_items)), flush=True)
   clean = np.asarray(interventions.margins(params, heldout_items))[0]
   clean_by_condition = {k: 1 - v for k, v in flip_rates(clean[None], heldout_pairs)[1][0].items()}
@@ -230,7 +245,7 @@ def run(config: Config) -> dict[str, Any]:
   chosen, reached = select(sweep_rows, config.target_flip, config.select_by == "every_condition")
   sel = sweep_rows[chosen]
   selected = {"method": config.method, "lambda": sel["lambda"], "units": sel["units"],
-              "units_readable": [model.readable(u, num_layers, hidden) for u in sel["units"]],
+              "units_readable": [model.unit_name(params, u, config.sites) for u in sel["units"]],
               "units_lakretz": [u + 1 for u in sel["units"]],
               "size": len(sel["units"]), "fraction_of_units": len(sel["units"]) / n,
               "reached_target": reached, "heldout_flip_rate": sel["heldout_flip_rate"],
@@ -242,7 +257,8 @@ def run(config: Config) -> dict[str, Any]:
 
   out: dict[str, Any] = {
       "config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
-      "model": {"checkpoint": checkpoint_dir, "layers": num_layers, "hidden": hidden, "num_units": n,
+      "model": {"checkpoint": checkpoint_dir, "family": model_config.get("family", "lstm"), "layers": num_layers,
+                "hidden": hidden, "num_units": n,
                 "vocab_size": model_config["vocab_size"]},
       "items": {"search": {**search_stats, **search_known}, "heldout": {**heldout_stats, **heldout_known},
                 "heldout_clean_accuracy": float((clean > 0).mean()),
@@ -257,7 +273,7 @@ def run(config: Config) -> dict[str, Any]:
     out["seeds"] = seed_stability(params, search_items, config, sel, (heldout_items, heldout_pairs), control)
     timing["seeds_seconds"] = time.perf_counter() - t0
   timing["total_seconds"] = time.perf_counter() - start
-  traces = trace_data(params, heldout_pairs, heldout_items, sel["units"], config.phenomenon)
+  traces = trace_data(params, heldout_pairs, heldout_items, sel["units"], config.phenomenon, sites=config.sites)
   if jax.process_index() == 0:  # under jax.distributed every process holds the same results
     report.write(config.workdir, out, traces)
   return out

@@ -1,11 +1,13 @@
 r"""Interventions on a model's units and what they do: replacement kinds, the margin engine, control effects.
 
 An intervention replaces the states of the gated units at every step, :math:`\tilde s = (1 - z) s + z r`
-(models/lstm.py), with ``z`` one gate per unit and ``r`` the replacement states of a kind in
+(models/lstm.py, models/transformer.py), with ``z`` one gate per unit and ``r`` the replacement states of a kind in
 ``REPLACEMENTS`` (counterfactual, zero, mean, learned). Its effect on a minimal pair is the margin
 :math:`m = \mathrm{logit}(y) - \mathrm{logit}(y')` at the last real token (:func:`margin`,
 :func:`margins`); its side effects on plain text are :func:`control_effects`. A new replacement kind is
-one function and one ``REPLACEMENTS`` entry.
+one function and one ``REPLACEMENTS`` entry. Every function takes any model family's parameters: the
+family is read from the pytree (``models.of_params``), and the states are the family's (LSTM: {"h", "c"},
+transformer: {"mlp", "heads"}).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmask import objectives
+from jaxmask import models
 from jaxmask.items import Control, Items
-from jaxmask.models import lstm
+
+Params = dict
 
 
 def length_mask(length_B: jax.Array, steps: int) -> jax.Array:
@@ -28,44 +32,47 @@ def length_mask(length_B: jax.Array, steps: int) -> jax.Array:
   return (jnp.arange(steps)[None, :] < length_B[:, None]).astype(jnp.float32)
 
 
-def mean_states(params: lstm.Params, tokens_BxT: jax.Array, length_B: jax.Array) -> dict[str, jax.Array]:
-  """Each unit's mean h and c over the real tokens of a reference corpus: {"h": (L, H), "c": (L, H)}."""
-  _, states = lstm.apply(params, tokens_BxT, return_states=True)
-  m = length_mask(length_B, tokens_BxT.shape[1])[None, :, :, None]
-  return {k: (v * m).sum(axis=(1, 2)) / m.sum(axis=(1, 2)) for k, v in states.items()}
+def mean_states(params: Params, tokens_BxT: jax.Array, length_B: jax.Array) -> dict[str, jax.Array]:
+  """Each unit's mean state over the real tokens of a reference corpus, e.g. {"h": (L, H), "c": (L, H)}."""
+  _, states = models.of_params(params).apply(params, tokens_BxT, return_states=True)
+  mask = length_mask(length_B, tokens_BxT.shape[1])
+  means = {}
+  for k, v in states.items():
+    m = mask.reshape((1,) + mask.shape + (1,) * (v.ndim - 3))
+    means[k] = (v * m).sum(axis=(1, 2)) / m.sum(axis=(1, 2))
+  return means
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Replacement kinds: each gives the states r for h and c, broadcastable to (L, B, T, H).
+# Replacement kinds: each gives the states r of every state kind, broadcastable to (L, B, T, ...).
 
 
-def counterfactual_states(params: lstm.Params, items: Items, mean: dict | None) -> dict[str, jax.Array]:
+def counterfactual_states(params: Params, items: Items, mean: dict | None) -> dict[str, jax.Array]:
   """r = the states of the run on the counterfactual prefix x' (its logits are never needed)."""
   del mean
-  xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.counterfactual])
-  h, c = lstm.run_layers(params, xproj0)
-  return {"h": h, "c": c}
+  model = models.of_params(params)
+  return model.run(params, model.embed_inputs(params, items.counterfactual))[1]
 
 
-def _unit_shape(params: lstm.Params) -> tuple[int, int, int, int]:
-  cfg = lstm.config_of(params)
-  return (cfg["num_layers"], 1, 1, cfg["hidden_size"])
+def unit_shapes(params: Params) -> dict[str, tuple[int, ...]]:
+  """Per state kind, the shape (L, 1, 1, ...) of one value per unit broadcast over items and steps."""
+  return {k: (s[0], 1, 1) + s[1:] for k, s in models.of_params(params).state_shapes(params).items()}
 
 
-def zero_states(params: lstm.Params, items: Items, mean: dict | None) -> dict[str, jax.Array]:
+def zero_states(params: Params, items: Items, mean: dict | None) -> dict[str, jax.Array]:
   """r = 0 for every unit, item and step (ablation)."""
   del items, mean
-  shape = _unit_shape(params)
-  return {"h": jnp.zeros(shape), "c": jnp.zeros(shape)}
+  return {k: jnp.zeros(shape) for k, shape in unit_shapes(params).items()}
 
 
-def mean_replacement_states(params: lstm.Params, items: Items, mean: dict | None) -> dict[str, jax.Array]:
+def mean_replacement_states(params: Params, items: Items, mean: dict | None) -> dict[str, jax.Array]:
   """r = each unit's mean state: ``mean`` (from :func:`mean_states`), default the mean over the prefixes.
 
   Also the starting point of the learned replacement, which the search then optimises per unit.
   """
   mean = mean if mean is not None else mean_states(params, items.prefix, items.length)
-  return {k: v.reshape(_unit_shape(params)) for k, v in mean.items()}
+  shapes = unit_shapes(params)
+  return {k: v.reshape(shapes[k]) for k, v in mean.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,12 +80,13 @@ class Replacement:
   """A replacement kind.
 
   Attributes:
-    states: (params, items, mean or None) -> {"h", "c"} replacement states, broadcastable to (L, B, T, H).
+    states: (params, items, mean or None) -> replacement states ({"h", "c"} for an LSTM), broadcastable to
+      (L, B, T, ...).
     per_item: r comes from each item's own counterfactual, so steps before x and x' differ are unchanged.
     uses_mean: r is (or starts at) the units' mean states, which a caller may give precomputed.
-    learned: the search optimises r (one vector per layer and run) along with the gates.
+    learned: the search optimises r (one vector per layer and run) along with the gates (LSTMs only).
   """
-  states: Callable[[lstm.Params, Items, dict | None], dict[str, jax.Array]]
+  states: Callable[[Params, Items, dict | None], dict[str, jax.Array]]
   per_item: bool = False
   uses_mean: bool = False
   learned: bool = False
@@ -99,9 +107,10 @@ def replacement_kind(replacement: str) -> Replacement:
   return REPLACEMENTS[replacement]
 
 
-def replacement_states(params: lstm.Params, items: Items, replacement: str, mean: dict | None
+def replacement_states(params: Params, items: Items, replacement: str, mean: dict | None
                        ) -> dict[str, jax.Array]:
-  """The replacement states r for h and c of a kind in ``REPLACEMENTS``, broadcastable to (L, B, T, H)."""
+  """The replacement states r of a kind in ``REPLACEMENTS`` ({"h", "c"} for an LSTM), broadcastable to
+  (L, B, T, ...)."""
   return replacement_kind(replacement).states(params, items, mean)
 
 
@@ -109,19 +118,20 @@ def replacement_states(params: lstm.Params, items: Items, replacement: str, mean
 # The margin engine.
 
 
-def margin(params: lstm.Params, items: Items, xproj0: jax.Array, gates_N: jax.Array | None, r_h: jax.Array | None,
-           r_c: jax.Array | None, sites: str = "h", initial_state: tuple[jax.Array, jax.Array] | None = None
-           ) -> jax.Array:
+def margin(params: Params, items: Items, inputs: jax.Array, gates_N: jax.Array | None, r: dict | None,
+           sites: str = "h", initial_state: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
   """logit(target) - logit(foil) at position length - 1 under the intervention (none when gates_N is None); (B,).
 
-  Only the decoder rows of the target and foil are used: the full softmax is never needed.
+  ``inputs`` is the family's ``embed_inputs`` of the prefixes (an LSTM's layer-0 input projection), ``r``
+  the replacement states of the sites' state kinds. Only the output rows of the target and foil are used:
+  the full softmax is never needed.
   """
-  intervention = None if gates_N is None else lstm.Intervention(gates_N=gates_N, h_LxBxTxH=r_h, c_LxBxTxH=r_c,
-                                                                sites=sites)
-  h, _ = lstm.run_layers(params, xproj0, intervention, initial_state)
-  h_last_BxH = h[-1][jnp.arange(h.shape[1]), items.length - 1]
-  w, b = params["decoder"]["w"], params["decoder"]["b"]
-  return jnp.sum((w[items.target] - w[items.foil]) * h_last_BxH, axis=-1) + b[items.target] - b[items.foil]
+  model = models.of_params(params)
+  intervention = None if gates_N is None else model.intervention_of(gates_N, r, sites)
+  top, _ = model.run(params, inputs, intervention, initial_state)
+  top_last_BxD = top[jnp.arange(top.shape[0]), items.length - 1]
+  w, b = model.unembedding(params)
+  return jnp.sum((w[items.target] - w[items.foil]) * top_last_BxD, axis=-1) + b[items.target] - b[items.foil]
 
 
 def units_to_gates(unit_sets: list[list[int]], num_units: int) -> np.ndarray:
@@ -184,16 +194,17 @@ def length_groups(length_B: np.ndarray, min_rows: int = 32) -> list[np.ndarray]:
 STATE_BYTES = 2 ** 30  # the memory one chunk of intervened runs may hold
 
 
-def rows_per_chunk(params: lstm.Params, batch: int, steps: int, backward: bool = False,
+def rows_per_chunk(params: Params, batch: int, steps: int, backward: bool = False,
                    budget: int = STATE_BYTES) -> int:
   """How many gate vectors to run at once (at most 32) so that their states fit in ``budget`` bytes.
 
-  One run holds, per item, step and layer, about 8H floats (the 4H-wide gate pre-activations, h and c and
-  their replacements); a backward pass keeps about twice that. So the chunk follows from the shapes: 32 on
-  small models, fewer at Gulordava size (2 x 650) or with thousands of items.
+  One run holds, per item and step, the family's ``activation_floats`` (an LSTM: about 8H per layer, the
+  4H-wide gate pre-activations, h and c and their replacements); a backward pass keeps about twice that.
+  So the chunk follows from the shapes: 32 on small models, fewer at Gulordava size (2 x 650) or with
+  thousands of items.
   """
-  cfg = lstm.config_of(params)
-  per_row = batch * steps * cfg["num_layers"] * cfg["hidden_size"] * 8 * 4 * (2 if backward else 1)
+  floats = models.of_params(params).activation_floats(params, steps)
+  per_row = batch * steps * floats * 4 * (2 if backward else 1)
   return int(max(1, min(32, budget // max(per_row, 1))))
 
 
@@ -209,26 +220,26 @@ def kl_chunk(vocab_size: int, runs: int, budget: int = KL_BYTES) -> int:
   return int(max(1, min(1024, budget // max(1, runs * vocab_size * 4 * 4))))
 
 
-def control_kl_at(params: lstm.Params, xproj0_BxTx4H: jax.Array, log_p_BxTxV: jax.Array, mask_BxT: jax.Array,
-                  intervention: lstm.Intervention, classes_V: jax.Array | None, positions_P: jax.Array | None,
-                  chunk: int) -> jax.Array:
+def control_kl_at(params: Params, top_BxTxD: jax.Array, log_p_BxTxV: jax.Array, mask_BxT: jax.Array,
+                  classes_V: jax.Array | None, positions_P: jax.Array | None, chunk: int) -> jax.Array:
   """KL(p_model || p_intervened) per token on control rows, over the full vocabulary, exactly.
 
-  Read at the flat positions ``positions_P`` of the rows (an unbiased estimate of the rows' mean when they are
-  drawn uniformly from the real tokens), or at every real token when None; decoded ``chunk`` positions at a
-  time (``objectives.kl_control_decoded``), merged over ``classes_V`` when given.
+  ``top_BxTxD`` is the intervened run's top state (any family's ``run``); every family decodes it linearly
+  (``unembedding``: an LSTM's decoder, a transformer's head after the final norm ``run`` applies). Read at the
+  flat positions ``positions_P`` of the rows (an unbiased estimate of the rows' mean when they are drawn
+  uniformly from the real tokens), or at every real token when None; decoded ``chunk`` positions at a time
+  (``objectives.kl_control_decoded``), merged over ``classes_V`` when given.
   """
-  h, _ = lstm.run_layers(params, xproj0_BxTx4H, intervention)
-  h_top, log_p, mask = h[-1], log_p_BxTxV, mask_BxT
+  w_VxD, b_V = models.of_params(params).unembedding(params)
+  top, log_p, mask = top_BxTxD, log_p_BxTxV, mask_BxT
   if positions_P is not None:
-    h_top = h_top.reshape(-1, h_top.shape[-1])[positions_P][None]
+    top = top.reshape(-1, top.shape[-1])[positions_P][None]
     log_p = log_p.reshape(-1, log_p.shape[-1])[positions_P][None]
     mask = jnp.ones((1, positions_P.shape[0]))
-  return objectives.kl_control_decoded(log_p, h_top, params["decoder"]["w"], params["decoder"]["b"], mask, classes_V,
-                                       chunk)
+  return objectives.kl_control_decoded(log_p, top, w_VxD, b_V, mask, classes_V, chunk)
 
 
-def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray | None = None,
+def margins(params: Params, items: Items, gates_SxN: jax.Array | np.ndarray | None = None,
             replacement: str = "counterfactual", mean_h: dict | None = None, sites: str = "h",
             chunk: int | None = None, by_length: bool = False) -> jax.Array:
   """Margins logit(y) - logit(y') of every item under each of S gate vectors: float32[S, B].
@@ -238,7 +249,8 @@ def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray
   sharing the replacement states and input projection.
   ``mean_h`` is the {"h", "c"} dict of ``mean_states`` for mean replacement (default: means over the prefixes).
   Only the steps :func:`span` gives are run per gate vector: padding after the longest row is dropped, and
-  the steps before x and x' first differ run once, clean, and start every intervened run.
+  (for a family that can start from a carried state, ``RESUMABLE``: the LSTM) the steps before x and x'
+  first differ run once, clean, and start every intervened run.
 
   ``by_length=True`` runs rows of similar length apart, each group only over its own steps (little
   padding): worth it when S is large (the all-unit pass), since each group's shape compiles once.
@@ -252,35 +264,36 @@ def margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray
     parts = [margins(params, items.take(g), gates_SxN, replacement, mean_h, sites, chunk) for g in groups]
     return jnp.concatenate(parts, axis=1)[:, np.argsort(np.concatenate(groups))]
   start, end = span(items, replacement)
+  start = start if models.of_params(params).RESUMABLE else 0
   chunk = chunk or rows_per_chunk(params, items.prefix.shape[0], end - start)
   return span_margins(params, items, gates_SxN, replacement, mean_h, sites, chunk, start, end)
 
 
 @functools.partial(jax.jit, static_argnames=("replacement", "sites", "chunk", "start", "end"))
-def span_margins(params: lstm.Params, items: Items, gates_SxN: jax.Array | np.ndarray | None, replacement: str,
+def span_margins(params: Params, items: Items, gates_SxN: jax.Array | np.ndarray | None, replacement: str,
                  mean_h: dict | None, sites: str, chunk: int, start: int, end: int) -> jax.Array:
   """:func:`margins` over the steps [start, end) only (jitted): steps before ``start`` run once, clean.
 
   Exact when no replacement state differs from the clean one before ``start`` (:func:`span` gives the
   widest such range); (0, T) is always exact.
   """
+  model = models.of_params(params)
   if gates_SxN is None:
-    gates_SxN = jnp.zeros((1, lstm.num_units(params, sites)))
+    gates_SxN = jnp.zeros((1, model.num_units(params, sites)))
   items = items.replace(prefix=items.prefix[:, :end], counterfactual=items.counterfactual[:, :end])
   r = replacement_states(params, items, replacement, mean_h)
-  xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][items.prefix])
+  inputs = model.embed_inputs(params, items.prefix)
   initial_state = None
-  if start > 0:
-    h, c = lstm.run_layers(params, xproj0[:, :start])
-    initial_state = (h[:, :, start - 1], c[:, :, start - 1])
-  late = lambda a: a if a is None or a.shape[2] == 1 else a[:, :, start:]
-  r_h, r_c = late(r["h"]), late(r["c"]) if "c" in sites else None
+  if start > 0:  # only a RESUMABLE family is given start > 0 (margins)
+    initial_state = model.state_at(model.run(params, inputs[:, :start])[1], start - 1)
+  late = lambda a: a if a.shape[2] == 1 else a[:, :, start:]
+  r = {k: late(r[k]) for k in model.site_states(sites)}
   items = items.replace(length=items.length - start)
-  return jax.lax.map(lambda z: margin(params, items, xproj0[:, start:], z, r_h, r_c, sites, initial_state),
+  return jax.lax.map(lambda z: margin(params, items, inputs[:, start:], z, r, sites, initial_state),
                      jnp.asarray(gates_SxN, jnp.float32), batch_size=chunk)
 
 
-def control_kl(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.ndarray, mean_h: dict | None = None,
+def control_kl(params: Params, control: Control, gates_SxN: jax.Array | np.ndarray, mean_h: dict | None = None,
                sites: str = "h", max_floats: int = 2 ** 25) -> jax.Array:
   """KL(p_model || p_intervened) in nats per token on control text, for each of S gate vectors: float32[S].
 
@@ -291,7 +304,7 @@ def control_kl(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.
   return control_effects(params, control, gates_SxN, mean_h, sites, max_floats)["kl"]
 
 
-def control_effects(params: lstm.Params, control: Control, gates_SxN: jax.Array | np.ndarray,
+def control_effects(params: Params, control: Control, gates_SxN: jax.Array | np.ndarray,
                     mean_h: dict | None = None, sites: str = "h", max_floats: int = 2 ** 25
                     ) -> dict[str, jax.Array]:
   r"""The intervened model on control text, as :func:`control_kl`: {"kl", "kl_merged", "perplexity"}, each float32[S].
@@ -303,25 +316,26 @@ def control_effects(params: lstm.Params, control: Control, gates_SxN: jax.Array 
   vector gives the clean model's perplexity.
   """
   batch, steps = control.tokens.shape
-  chunk = max(1, min(32, max_floats // (batch * steps * int(params["decoder"]["w"].shape[0]))))
+  vocab_size = models.of_params(params).config_of(params)["vocab_size"]
+  chunk = max(1, min(32, max_floats // (batch * steps * vocab_size)))
   kl, kl_merged, perplexity = _control_effects(params, control, gates_SxN, mean_h, sites, chunk)
   return {"kl": kl, "kl_merged": kl_merged, "perplexity": perplexity}
 
 
 @functools.partial(jax.jit, static_argnames=("sites", "chunk"))
 def _control_effects(params, control, gates_SxN, mean_h, sites, chunk):
+  model = models.of_params(params)
   mean_h = mean_h if mean_h is not None else mean_states(params, control.tokens, control.length)
-  shape = (len(params["layers"]), 1, 1, -1)
-  log_p = jax.nn.log_softmax(lstm.apply(params, control.tokens), axis=-1)
-  xproj0 = lstm.input_projection(params["layers"][0], params["embedding"][control.tokens])
+  shapes = unit_shapes(params)
+  r = {k: mean_h[k].reshape(shapes[k]) for k in model.site_states(sites)}
+  log_p = jax.nn.log_softmax(model.apply(params, control.tokens), axis=-1)
+  inputs = model.embed_inputs(params, control.tokens)
   mask = length_mask(control.length, control.tokens.shape[1])
   next_mask = mask[:, 1:]
 
   def one(z_N):
-    iv = lstm.Intervention(gates_N=z_N, h_LxBxTxH=mean_h["h"].reshape(shape), c_LxBxTxH=mean_h["c"].reshape(shape),
-                           sites=sites)
-    h, _ = lstm.run_layers(params, xproj0, iv)
-    logits = lstm.decode(params, h[-1])
+    top, _ = model.run(params, inputs, model.intervention_of(z_N, r, sites))
+    logits = model.decode(params, top)
     log_q_next = jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1], axis=-1), control.tokens[:, 1:, None],
                                      axis=-1)[..., 0]
     nll = -jnp.sum(log_q_next * next_mask) / jnp.maximum(jnp.sum(next_mask), 1.0)

@@ -35,7 +35,7 @@ def define_flags() -> None:
       flags.DEFINE_enum(field.name, field.default, list(choices), help_text)
     else:
       define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, bool: flags.DEFINE_boolean,
-                str: flags.DEFINE_string}[type(field.default)]
+                str: flags.DEFINE_string}[field.metadata["kind"]]
       define(field.name, field.default, help_text)
   flags.mark_flag_as_required("workdir")
 

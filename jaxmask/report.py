@@ -180,7 +180,8 @@ def summary(results: dict[str, Any]) -> str:
   """The table a person reads first."""
   sel, model, cfg = results["selected"], results["model"], results["config"]
   lines = [f"# jaxmask: {cfg['phenomenon']}", "",
-           f"Model: `{model['checkpoint']}` ({model['layers']} x {model['hidden']} LSTM, {model['num_units']} units). "
+           f"Model: `{model['checkpoint']}` ({model['layers']} x {model['hidden']} "
+           f"{'LSTM' if model.get('family', 'lstm') == 'lstm' else model['family']}, {model['num_units']} units). "
            f"Clean held-out accuracy: {_pct(results['items']['heldout_clean_accuracy'])} "
            f"on {results['items']['heldout']['items']} items "
            f"({results['items']['heldout']['skipped_oov']} skipped as out of vocabulary). "

@@ -6,7 +6,7 @@ For a sparsity coefficient :math:`\lambda` the search minimises (METHOD.md)
    L(\theta; \lambda) = \mathrm{mean}_{items}\, E_{z \sim q_\theta}[\ell(m(z))] + \lambda E[L_0(z)]
                         + \mu\, \mathrm{KL}_{control}
 
-where :math:`m(z)` is logit(y) - logit(y') of the LSTM whose states are replaced,
+where :math:`m(z)` is logit(y) - logit(y') of the model (an LSTM or a transformer) whose units are replaced,
 :math:`\tilde s = (1 - z) s + z r`, at every step, and :math:`\ell` the flip (or neutralise) loss.
 ``method="hard_concrete"`` uses reparameterised Hard Concrete gates; ``method="reinforce"`` Bernoulli
 gates with the score-function estimator, with the same objective, data, optimiser and read-out. How the
@@ -14,9 +14,10 @@ run reaches a discrete set (gates open at the start, a ramp, a final phase on ha
 instead of lambda) is endgame.py's.
 
 Everything that does not depend on the gates is computed once and shared by every lambda and step: the
-layer-0 input projection, the replacement (counterfactual) states and, for the control term, the clean
-model's distribution. The lambda axis is sharded over the devices of every process (several under
-``jax.distributed``). The items, replacement kinds and margins are interventions.py's; this is the optimisation.
+model's embedded input (an LSTM's layer-0 input projection), the replacement (counterfactual) states and,
+for the control term, the clean model's distribution. The lambda axis is sharded over the devices of every
+process (several under ``jax.distributed``; a mesh of one on one device).
+The items, replacement kinds and margins are interventions.py's; this module is the optimisation only.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmask import endgame, gates, interventions, objectives
+from jaxmask import endgame, gates, interventions, models, multihost, objectives
 from jaxmask.items import Control, Items
-from jaxmask.models import lstm
+
+Params = dict
 
 METHODS = ("hard_concrete", "reinforce")
 
@@ -44,14 +45,12 @@ METHODS = ("hard_concrete", "reinforce")
 @flax.struct.dataclass
 class Shared:
   """Gate-independent arrays computed once per sweep and shared by every lambda and step."""
-  xproj0_BxTx4H: jax.Array
-  r_h: jax.Array          # replacement for h, broadcastable to (L, B, T, H)
-  r_c: jax.Array | None   # replacement for c when c is a site
-  control_xproj0: jax.Array | None = None
+  inputs: jax.Array       # the family's embed_inputs of the prefixes (an LSTM's layer-0 input projection)
+  r: dict                 # replacement states of the sites' state kinds, e.g. {"h": broadcastable to (L, B, T, H)}
+  control_inputs: jax.Array | None = None
   control_log_p: jax.Array | None = None
   control_mask: jax.Array | None = None
-  control_r_h: jax.Array | None = None
-  control_r_c: jax.Array | None = None
+  control_r: dict | None = None
   control_classes: jax.Array | None = None
 
 
@@ -79,8 +78,8 @@ class SearchConfig:
   # is the plain method of METHOD.md, kept as the control.
   init_logit: float = 3.0         # initial log_alpha (Hard Concrete) or phi (REINFORCE): gates start open
   schedule: str = "ramp"          # "fixed" lambda, or "ramp": lambda (or the target size) ramped in
-  ramp_fraction: float = 0.1      # the ramp's share of the steps
-  hard_fraction: float = 0.9      # the last share of the steps on straight-through hard gates (Hard Concrete
+  ramp_fraction: float | None = None  # the ramp's share of the steps (None: the mode's, endgame.DEFAULT_PHASES)
+  hard_fraction: float | None = None  # the last share of the steps on straight-through hard gates (Hard Concrete
                                   # only; REINFORCE's samples are already discrete, so it ignores this)
   targets: bool = False           # the swept values are target set sizes k (Lagrangian), not lambdas
   multiplier_lr: float = 0.01     # with targets: the Lagrange multiplier's ascent rate per unit of excess L0
@@ -90,8 +89,8 @@ class SearchConfig:
       raise ValueError(f"unknown method {self.method!r}; use one of {', '.join(METHODS)}.")
     if self.replacement not in interventions.REPLACEMENTS:
       raise ValueError(f"unknown replacement {self.replacement!r}; use one of {', '.join(interventions.REPLACEMENTS)}.")
-    if self.sites not in ("h", "hc"):
-      raise ValueError(f"sites must be 'h' or 'hc', got {self.sites!r}.")
+    if self.sites not in models.SITES:
+      raise ValueError(f"sites must be one of {', '.join(models.SITES)}, got {self.sites!r}.")
     if self.objective not in objectives.LOSSES:
       raise ValueError(f"unknown objective {self.objective!r}; use one of {', '.join(objectives.LOSSES)}.")
     if self.method == "reinforce" and self.baseline == "leave_one_out" and self.num_samples < 2:
@@ -103,9 +102,15 @@ class SearchConfig:
                        f"{self.control_batch_size}, {self.control_positions}.")
     if self.schedule not in endgame.SCHEDULES:
       raise ValueError(f"unknown schedule {self.schedule!r}; use one of {', '.join(endgame.SCHEDULES)}.")
-    if not (0.0 <= self.ramp_fraction <= 1.0 and 0.0 <= self.hard_fraction < 1.0):
-      raise ValueError(f"ramp_fraction must lie in [0, 1] and hard_fraction in [0, 1), got {self.ramp_fraction} "
-                       f"and {self.hard_fraction}.")
+    ramp, hard = self.phases()
+    if not (0.0 <= ramp <= 1.0 and 0.0 <= hard < 1.0):
+      raise ValueError(f"ramp_fraction must lie in [0, 1] and hard_fraction in [0, 1), got {ramp} and {hard}.")
+
+  def phases(self) -> tuple[float, float]:
+    """(ramp share, hard-phase share) of the steps: the given fractions, else the mode's measured defaults."""
+    ramp, hard = endgame.DEFAULT_PHASES["targets" if self.targets else "lambdas"]
+    return (ramp if self.ramp_fraction is None else self.ramp_fraction,
+            hard if self.hard_fraction is None else self.hard_fraction)
 
 
 @flax.struct.dataclass
@@ -147,33 +152,37 @@ class SweepResult:
   targets: np.ndarray | None = None
 
 
-def prepare(params: lstm.Params, items: Items, config: SearchConfig, control: Control | None = None,
+def prepare(params: Params, items: Items, config: SearchConfig, control: Control | None = None,
             mean_h: dict | None = None) -> Shared:
-  """Computes the gate-independent arrays once: layer-0 input projection, replacement states, control."""
+  """Computes the gate-independent arrays once: the embedded input, replacement states, control."""
+  model = models.of_params(params)
+  states = model.site_states(config.sites)
+  if interventions.replacement_kind(config.replacement).learned and states != ("h",):
+    raise ValueError(f"the learned replacement learns one h vector per LSTM layer; with sites={config.sites!r} use "
+                     f"counterfactual, zero or mean.")
   r = interventions.replacement_states(params, items, config.replacement, mean_h)
-  shared = dict(xproj0_BxTx4H=lstm.input_projection(params["layers"][0], params["embedding"][items.prefix]),
-                r_h=r["h"], r_c=r["c"] if "c" in config.sites else None)
+  shared = dict(inputs=model.embed_inputs(params, items.prefix), r={k: r[k] for k in states})
   if config.mu > 0:
     if control is None:
       raise ValueError("mu > 0 needs control text (an items.Control) for the KL term.")
     cm = interventions.mean_states(params, control.tokens, control.length)
-    shape = (len(params["layers"]), 1, 1, -1)
-    shared.update(control_xproj0=lstm.input_projection(params["layers"][0], params["embedding"][control.tokens]),
-                  control_log_p=jax.nn.log_softmax(lstm.apply(params, control.tokens), axis=-1),
+    shapes = interventions.unit_shapes(params)
+    shared.update(control_inputs=model.embed_inputs(params, control.tokens),
+                  control_log_p=jax.nn.log_softmax(model.apply(params, control.tokens), axis=-1),
                   control_mask=interventions.length_mask(control.length, control.tokens.shape[1]),
-                  control_r_h=cm["h"].reshape(shape),
-                  control_r_c=cm["c"].reshape(shape) if "c" in config.sites else None,
+                  control_r={k: cm[k].reshape(shapes[k]) for k in states},
                   control_classes=control.classes_V)
   return Shared(**shared)
 
 
-def init_state(params: lstm.Params, lambdas: jax.Array, config: SearchConfig, shared: Shared) -> SweepState:
+def init_state(params: Params, lambdas: jax.Array, config: SearchConfig, shared: Shared) -> SweepState:
   """All gate logits at ``config.init_logit``; the learned replacement starts at the mean (or given) states."""
-  n = lstm.num_units(params, config.sites)
+  model = models.of_params(params)
+  n = model.num_units(params, config.sites)
   num = lambdas.shape[0]
   logits = jnp.full((num, n), config.init_logit, jnp.float32)
-  cfg = lstm.config_of(params)
-  rep = jnp.broadcast_to(jnp.asarray(shared.r_h).reshape(-1, cfg["hidden_size"])[:cfg["num_layers"]]
+  cfg = model.config_of(params)
+  rep = jnp.broadcast_to(jnp.asarray(shared.r["h"]).reshape(-1, cfg["hidden_size"])[:cfg["num_layers"]]
                          if config.replacement == "learned" else jnp.zeros((cfg["num_layers"], cfg["hidden_size"])),
                          (num, cfg["num_layers"], cfg["hidden_size"]))
   opt_state = jax.vmap(optax.adam(config.learning_rate).init)((logits, rep))
@@ -182,7 +191,7 @@ def init_state(params: lstm.Params, lambdas: jax.Array, config: SearchConfig, sh
                     step=jnp.zeros((), jnp.int32))
 
 
-def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchConfig, key: jax.Array,
+def _step_fn(params: Params, items: Items, shared: Shared, config: SearchConfig, key: jax.Array,
              total_steps: jax.Array, runs: int = 1) -> Callable:
   """The update of one run at one step: (logits, replacement, opt_state, baseline, multiplier, value, step) -> new.
 
@@ -193,8 +202,10 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
   task_loss = objectives.LOSSES[config.objective]
   opt = optax.adam(config.learning_rate)
   num_items = items.prefix.shape[0]
-  num_units = lstm.num_units(params, config.sites)
+  model = models.of_params(params)
+  num_units = model.num_units(params, config.sites)
   learned = interventions.replacement_kind(config.replacement).learned
+  ramp_fraction, hard_fraction = config.phases()
 
   def batch_of(step):
     k_batch, k_gate = jax.random.split(jax.random.fold_in(key, step))
@@ -207,7 +218,7 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
   num_control = 0 if shared.control_mask is None else shared.control_mask.shape[0]
   control_rows = num_control if config.control_batch_size in (0, num_control) else config.control_batch_size
   runs *= config.num_samples if config.method == "reinforce" else 1
-  chunk = interventions.kl_chunk(int(params["decoder"]["w"].shape[0]), runs)
+  chunk = interventions.kl_chunk(int(model.unembedding(params)[0].shape[0]), runs)
 
   def control_of(step):  # (rows, flat positions in those rows or None for all)
     k_rows, k_positions = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, step), 1))
@@ -219,20 +230,16 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
 
   def task(z_N, rep_LxH, idx, step):
     """Mean task loss (+ mu * KL control) of the intervention z on the items at idx."""
-    r_h = rep_LxH[:, None, None, :] if learned else shared.r_h
-    if not learned and r_h.shape[1] != 1:
-      r_h = r_h[:, idx]
-    r_c = None
-    if shared.r_c is not None:
-      r_c = shared.r_c[:, idx] if shared.r_c.shape[1] != 1 else shared.r_c
-    m = interventions.margin(params, items.take(idx), shared.xproj0_BxTx4H[idx], z_N, r_h, r_c, config.sites)
+    r = {**shared.r, "h": rep_LxH[:, None, None, :]} if learned else shared.r
+    r = {k: v[:, idx] if v.shape[1] != 1 else v for k, v in r.items()}
+    m = interventions.margin(params, items.take(idx), shared.inputs[idx], z_N, r, config.sites)
     loss = jnp.mean(task_loss(m))
     if config.mu > 0:
-      intervention = lstm.Intervention(gates_N=z_N, h_LxBxTxH=shared.control_r_h, c_LxBxTxH=shared.control_r_c,
-                                       sites=config.sites)
       rows, at = control_of(step)
-      kl = interventions.control_kl_at(params, shared.control_xproj0[rows], shared.control_log_p[rows],
-                                       shared.control_mask[rows], intervention, shared.control_classes, at, chunk)
+      intervention = model.intervention_of(z_N, shared.control_r, config.sites)
+      top, _ = model.run(params, shared.control_inputs[rows], intervention)
+      kl = interventions.control_kl_at(params, top, shared.control_log_p[rows], shared.control_mask[rows],
+                                       shared.control_classes, at, chunk)
       return loss + config.mu * kl, loss
     return loss, loss
 
@@ -240,7 +247,7 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
     def total(p):
       la, r = p
       z, l0 = gates.sample(k_gate, la), gates.expected_l0(la)
-      if config.hard_fraction > 0:  # the read-out set in the forward pass, its size as the L0 term
+      if hard_fraction > 0:  # the read-out set in the forward pass, its size as the L0 term
         z_st = endgame.straight_through(la, endgame.read_out_mask(la, k))
         z, l0 = jnp.where(hard, z_st, z), jnp.where(hard, z_st.sum(), l0)
       obj, t = task(z, r, idx, step)
@@ -267,8 +274,8 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
 
   def step(logits, rep, opt_state, baseline, multiplier, value, step_index):
     idx, k_gate = batch_of(step_index)
-    ramp = endgame.progress(step_index, total_steps, config.ramp_fraction if config.schedule == "ramp" else 0.0)
-    hard = endgame.in_hard_phase(step_index, total_steps, config.hard_fraction)
+    ramp = endgame.progress(step_index, total_steps, ramp_fraction if config.schedule == "ramp" else 0.0)
+    hard = endgame.in_hard_phase(step_index, total_steps, hard_fraction)
     k = value if config.targets else None
     # With a target size the hard phase's read-out has exactly k units: no size penalty is left to pay.
     lam = jnp.where(hard, 0.0, multiplier) if config.targets else value * ramp
@@ -285,7 +292,7 @@ def _step_fn(params: lstm.Params, items: Items, shared: Shared, config: SearchCo
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def run_steps(params: lstm.Params, items: Items, shared: Shared, key: jax.Array, state: SweepState,
+def run_steps(params: Params, items: Items, shared: Shared, key: jax.Array, state: SweepState,
               values: jax.Array, step_indices: jax.Array, total_steps: jax.Array, config: SearchConfig
               ) -> tuple[SweepState, jax.Array, jax.Array]:
   """Runs the steps ``step_indices`` (of ``total_steps``) of every run: lax.scan over steps of the vmapped update.
@@ -314,11 +321,7 @@ def _mesh() -> Mesh:  # every process's devices under jax.distributed
   return Mesh(np.array(jax.devices()), ("lambda",))
 
 
-def _host(a: jax.Array) -> np.ndarray:  # the whole array on this process, gathered from every process if several
-  return np.asarray(multihost_utils.process_allgather(a, tiled=True) if jax.process_count() > 1 else a)
-
-
-def sweep(params: lstm.Params, items: Items, lambdas, seed: int = 0, *, config: SearchConfig | None = None,
+def sweep(params: Params, items: Items, lambdas, seed: int = 0, *, config: SearchConfig | None = None,
           control: Control | None = None, mean_h: dict | None = None, chunk_steps: int | None = None,
           state: SweepState | None = None, callback: Callable[[SweepState, np.ndarray], None] | None = None,
           **settings) -> SweepResult:
@@ -329,7 +332,7 @@ def sweep(params: lstm.Params, items: Items, lambdas, seed: int = 0, *, config: 
   same minibatches (common random numbers make the Pareto front smoother).
 
   Args:
-    params: the LSTM LM.
+    params: the language model (any family of ``models``: an LSTM or a transformer).
     items: the minimal pairs to flip.
     lambdas: sparsity coefficients, shape (Λ,); with ``targets=True``, target set sizes k instead: each run
       constrains E[L0] to k (ramped down from N with ``schedule="ramp"``) and reads out its k largest logits.
@@ -338,9 +341,10 @@ def sweep(params: lstm.Params, items: Items, lambdas, seed: int = 0, *, config: 
       batch_size, sites, replacement, objective, mu, num_samples, baseline, init_logit, schedule,
       ramp_fraction, hard_fraction, targets, multiplier_lr), which override ``config``'s. In short: method
       "hard_concrete" or "reinforce"; Adam for ``steps`` steps on minibatches of ``batch_size`` items;
-      sites "h" or "hc"; replacement "counterfactual", "zero", "mean" (``mean_h`` or the prefixes' mean)
-      or "learned"; objective "flip" or "neutralise"; ``mu`` > 0 adds mu * KL on ``control`` text (merged
-      KL when ``control.classes_V`` is set); the end-game settings are endgame.py's.
+      sites "h" or "hc" (LSTM), "mlp", "heads" or "mlp,heads" (transformer); replacement "counterfactual",
+      "zero", "mean" (``mean_h`` or the prefixes' mean) or "learned" (LSTM); objective "flip" or "neutralise";
+      ``mu`` > 0 adds mu * KL on ``control`` text (merged KL when ``control.classes_V`` is set); the end-game
+      settings are endgame.py's.
     chunk_steps: run the steps in jitted chunks of this size, calling ``callback(state, losses)`` after each
       (progress, checkpoints); results do not depend on it.
     state: a SweepState to resume from (from ``callback`` or an earlier result).
@@ -379,21 +383,21 @@ def sweep(params: lstm.Params, items: Items, lambdas, seed: int = 0, *, config: 
     state, v, t = run_steps(params, items, shared, key, state, values_dev, jnp.arange(done, done + n, dtype=jnp.int32),
                             jnp.asarray(steps, jnp.float32), dataclasses.replace(config, steps=1))
     done += n
-    losses.append(_host(v)[:, :len(values)])
-    tasks.append(_host(t)[:, :len(values)])
+    losses.append(multihost.host(v)[:, :len(values)])
+    tasks.append(multihost.host(t)[:, :len(values)])
     if callback is not None:
       callback(state, losses[-1])
   jax.block_until_ready(state)
   seconds = time.perf_counter() - start_time
 
-  logits = _host(state.logits)[:len(values)]
+  logits = multihost.host(state.logits)[:len(values)]
   empty = np.zeros((0, len(values)), np.float32)
   l0 = gates.expected_l0(logits) if config.method == "hard_concrete" else jax.nn.sigmoid(logits).sum(-1)
   targets = values if config.targets else None
   return SweepResult(
-      lambdas=_host(state.multiplier)[:len(values)] if config.targets else values, logits=logits,
+      lambdas=multihost.host(state.multiplier)[:len(values)] if config.targets else values, logits=logits,
       units=endgame.read_out(logits, targets), expected_l0=np.asarray(l0),
       loss_trace=np.concatenate(losses) if losses else empty,
       task_loss_trace=np.concatenate(tasks) if tasks else empty, seconds=seconds, state=state,
-      replacement=_host(state.replacement)[:len(values)] if config.replacement == "learned" else None,
+      replacement=multihost.host(state.replacement)[:len(values)] if config.replacement == "learned" else None,
       targets=targets)

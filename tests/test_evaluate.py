@@ -156,3 +156,23 @@ def test_command_line_error_has_no_traceback(tmp_path):
                          "--items=x.tsv"], capture_output=True, text=True, cwd=ROOT, timeout=300)
   assert done.returncode == 1 and "Traceback" not in done.stderr
   assert done.stderr.strip().startswith("evaluate: checkpoint directory") and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("family", ["lstm", "transformer"])
+def test_per_item_margins_in_input_order(model, tmp_path, family):
+  from jaxmask.models import transformer  # pylint: disable=import-outside-toplevel
+  params = model[0] if family == "lstm" else transformer.init(jax.random.key(1), len(VOCAB), 16, 8, 2, 2, 12)
+  path = tmp_path / "pairs.tsv"
+  path.write_text(TSV)
+  pairs = data.read_tsv(str(path))
+  result = evaluate.evaluate_pairs(params, VOCAB, pairs, per_item=True)
+  assert [row["index"] for row in result["per_item"]] == [0, 1, 2]  # row 3's target is out of vocabulary
+  apply = lstm.apply if family == "lstm" else transformer.apply
+  items, _, _ = data.encode(pairs, VOCAB, prepend_eos=True)
+  for b, row in enumerate(result["per_item"]):  # each row against a full forward pass of its own tokens
+    logits = np.asarray(apply(params, items.prefix[b:b + 1, :int(items.length[b])]))[0, -1]
+    assert row["margin"] == pytest.approx(logits[items.target[b]] - logits[items.foil[b]], abs=1e-4)
+  assert "per_item" not in evaluate.evaluate_pairs(params, VOCAB, pairs)
+  if family == "transformer":
+    with pytest.raises(ValueError, match="running-text contexts .--context_sentences. need an LSTM"):
+      evaluate.evaluate_pairs(params, VOCAB, pairs, contexts=[[0, 3, 4]])

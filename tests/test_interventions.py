@@ -104,10 +104,11 @@ def test_control_kl_at_every_or_drawn_positions_and_chunk_sizes():
   xproj0 = lstm.input_projection(p["layers"][0], p["embedding"][control.tokens])
   log_p = jax.nn.log_softmax(lstm.apply(p, control.tokens), axis=-1)
   mask = interventions.length_mask(control.length, control.tokens.shape[1])
+  top, _ = lstm.run(p, xproj0, iv)
   for chunk in (1, 5, 1000):
-    assert float(interventions.control_kl_at(p, xproj0, log_p, mask, iv, None, None, chunk)) == pytest.approx(exact,
+    assert float(interventions.control_kl_at(p, top, log_p, mask, None, None, chunk)) == pytest.approx(exact,
                                                                                                                rel=1e-5)
   # Positions drawn uniformly from the real tokens estimate the same mean: taking each real token once gives it.
   every = jnp.flatnonzero(mask.reshape(-1))
-  assert float(interventions.control_kl_at(p, xproj0, log_p, mask, iv, None, every, 7)) == pytest.approx(exact, rel=1e-5)
+  assert float(interventions.control_kl_at(p, top, log_p, mask, None, every, 7)) == pytest.approx(exact, rel=1e-5)
   assert interventions.kl_chunk(50_000, 16) == 20 and interventions.kl_chunk(5596, 16) == 187 and interventions.kl_chunk(100, 1) == 1024

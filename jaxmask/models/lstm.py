@@ -32,6 +32,9 @@ import jax
 import jax.numpy as jnp
 
 Params = dict[str, Any]
+SITES = ("h", "hc")
+RESUMABLE = True  # a run can start from the (h, c) state carried over from earlier steps
+CONFIG_KEYS = ("vocab_size", "embed_size", "hidden_size", "num_layers")
 
 
 def init(key: jax.Array, vocab_size: int, embed_size: int, hidden_size: int, num_layers: int,
@@ -94,6 +97,23 @@ class Intervention:
       off = num_layers * hidden
       zc = self.gates_N[..., off + layer * hidden: off + (layer + 1) * hidden]
     return zh, zc
+
+
+def intervention_of(gates_N: jax.Array, r: dict[str, jax.Array], sites: str,
+                    span_BxT: jax.Array | None = None) -> Intervention:
+  """The Intervention of gates and replacement states {"h", "c"} (the interventions engine's form)."""
+  return Intervention(gates_N=gates_N, h_LxBxTxH=r.get("h"), c_LxBxTxH=r.get("c"), span_BxT=span_BxT, sites=sites)
+
+
+def state_shapes(params: Params) -> dict[str, tuple[int, ...]]:
+  """Per state, (L, *one step's shape): {"h": (L, H), "c": (L, H)}."""
+  cfg = config_of(params)
+  return {"h": (cfg["num_layers"], cfg["hidden_size"]), "c": (cfg["num_layers"], cfg["hidden_size"])}
+
+
+def site_states(sites: str) -> tuple[str, ...]:
+  """The states an intervention at ``sites`` reads replacements for: ("h",) or ("h", "c")."""
+  return ("h", "c") if "c" in sites else ("h",)
 
 
 def input_projection(layer: Params, x_BxTxI: jax.Array) -> jax.Array:
@@ -168,6 +188,35 @@ def run_layers(params: Params, xproj0_BxTx4H: jax.Array, intervention: Intervent
   return jnp.stack(hs), jnp.stack(cs)
 
 
+def embed_inputs(params: Params, tokens_BxT: jax.Array) -> jax.Array:
+  """The gate-independent input of the recurrence: layer 0's input projection (B, T, 4H)."""
+  return input_projection(params["layers"][0], params["embedding"][tokens_BxT])
+
+
+def run(params: Params, xproj0_BxTx4H: jax.Array, intervention: Intervention | None = None,
+        initial_state: tuple[jax.Array, jax.Array] | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """``run_layers`` in the family protocol's form: (top layer's h (B, T, H), {"h", "c"} (L, B, T, H))."""
+  h, c = run_layers(params, xproj0_BxTx4H, intervention, initial_state)
+  return h[-1], {"h": h, "c": c}
+
+
+def state_at(states: dict[str, jax.Array], step: int) -> tuple[jax.Array, jax.Array]:
+  """The carried state (h, c), each (L, B, H), after ``step``: a later run's ``initial_state``."""
+  return states["h"][:, :, step], states["c"][:, :, step]
+
+
+def activation_floats(params: Params, steps: int) -> int:
+  """Floats one intervened run holds per item and step: about 8H per layer (gate pre-activations, h, c, r)."""
+  del steps
+  cfg = config_of(params)
+  return cfg["num_layers"] * cfg["hidden_size"] * 8
+
+
+def unembedding(params: Params) -> tuple[jax.Array, jax.Array]:
+  """(W (V, H), b (V,)) with logits = h W^T + b."""
+  return params["decoder"]["w"], params["decoder"]["b"]
+
+
 def decode(params: Params, h_top: jax.Array) -> jax.Array:
   """Next-token logits from the top layer's h (any leading shape)."""
   return h_top @ params["decoder"]["w"].T + params["decoder"]["b"]
@@ -187,6 +236,19 @@ def apply(params: Params, tokens_BxT: jax.Array, return_states: bool = False,
   if return_states:
     return logits, {"h": h, "c": c}
   return logits
+
+
+def unit_values(states: dict[str, jax.Array], sites: str = "h") -> jax.Array:
+  """Every unit's value at every step, in the order of the gate vector: (B, T, N) from {"h", "c"} (L, B, T, H)."""
+  return jnp.concatenate([jnp.moveaxis(states[s], 0, 2).reshape(states[s].shape[1:3] + (-1,))
+                          for s in site_states(sites)], axis=-1)
+
+
+def unit_name(params: Params, unit: int, sites: str = "h") -> str:
+  """:func:`readable` with the sizes read from ``params``."""
+  del sites
+  cfg = config_of(params)
+  return readable(unit, cfg["num_layers"], cfg["hidden_size"])
 
 
 def readable(unit: int, num_layers: int, hidden_size: int) -> str:
