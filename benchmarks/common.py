@@ -87,14 +87,15 @@ class SearchProgram:
   """``search.run_steps`` compiled ahead of time for one shape: Λ lambdas, ``chunk`` steps per call.
 
   The gate-independent arrays (``search.prepare``) are computed once, as ``search.sweep`` does. Calling
-  ``run(state)`` executes ``chunk`` steps of every lambda and returns the new state (blocked).
+  ``run(state)`` executes ``chunk`` steps of every lambda and returns the new state (blocked). ``control`` is
+  the control text of the KL term (needed when ``config.mu > 0``).
   """
 
   def __init__(self, params: lstm.Params, items: interventions.Items, lambdas, config: search.SearchConfig,
-               chunk: int | None = None, seed: int = 0):
+               chunk: int | None = None, seed: int = 0, control: interventions.Control | None = None):
     self.params, self.items, self.config = params, items, config
     self.lambdas = jnp.asarray(np.asarray(lambdas, np.float32).reshape(-1))
-    self.shared = search.prepare(params, items, config)
+    self.shared = search.prepare(params, items, config, control)
     self.key = jax.random.key(seed)
     self.chunk = chunk or config.steps
     start = time.perf_counter()
@@ -175,14 +176,17 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def agreement_setup(checkpoint: str | None, per_cell: int = 40, heldout_per_cell: int = 20) -> dict[str, Any]:
-  """The LM and the generated agreement items ("search" and "heldout" splits) for the estimators and ablation.
+def agreement_setup(checkpoint: str | None, per_cell: int = 40, heldout_per_cell: int = 20, items: str | None = None,
+                    fmt: str = "tsv") -> dict[str, Any]:
+  """The LM and the agreement items ("search" and "heldout" splits) for the estimators and ablation.
 
   With ``checkpoint`` the trained LM is loaded (``"default"``: the LM shipped in the package) and the items
   come from the language it was trained on; without, a 2 x 128 LM with random weights over the small
   language's vocabulary stands in (the timings hold, the found sets mean nothing) and the description says so.
+  ``items`` (a file in ``formats.FORMATS`` format ``fmt``) replaces the generated items: its pairs with a
+  counterfactual, alternately search and held-out.
   """
-  from jaxmask import checkpoints, data, grammar  # the data edge, only needed here
+  from jaxmask import checkpoints, data, formats, grammar  # the data edge, only needed here
   language = "small"
   if checkpoint:
     params, config, vocab = checkpoints.load_default() if checkpoint == "default" else checkpoints.load(checkpoint)
@@ -193,9 +197,16 @@ def agreement_setup(checkpoint: str | None, per_cell: int = 40, heldout_per_cell
     vocab = grammar.vocabulary()
     params = random_params(len(vocab), DEFAULT["hidden_size"], DEFAULT["num_layers"])
     description = f"RANDOM-WEIGHT LM ({DEFAULT['num_layers']}x{DEFAULT['hidden_size']}, V={len(vocab)}; no --checkpoint)"
-  items, _, _ = data.encode(grammar.agreement_items(per_cell, 0, split="search", language=language), vocab)
-  heldout, _, _ = data.encode(grammar.agreement_items(heldout_per_cell, 1, split="heldout", language=language), vocab)
-  return {"params": params, "items": items, "heldout": heldout, "description": description, "trained": bool(checkpoint)}
+  if items:
+    pairs = [p for p in formats.read_items(items, fmt, vocab) if p.counterfactual is not None]
+    search_pairs, heldout_pairs = pairs[::2], pairs[1::2]
+    description += f", items {os.path.basename(items)} ({len(pairs)} with a counterfactual)"
+  else:
+    search_pairs = grammar.agreement_items(per_cell, 0, split="search", language=language)
+    heldout_pairs = grammar.agreement_items(heldout_per_cell, 1, split="heldout", language=language)
+  encoded, _, _ = data.encode(search_pairs, vocab)
+  heldout, _, _ = data.encode(heldout_pairs, vocab)
+  return {"params": params, "items": encoded, "heldout": heldout, "description": description, "trained": bool(checkpoint)}
 
 
 def lambdas(count: int) -> np.ndarray:
@@ -211,12 +222,16 @@ class Context:
   Attributes:
     quick: shorter runs of every part.
     checkpoint: trained LM directory, "default" for the shipped LM, None for random weights.
+    items, fmt: items for the parts that use ``setup()`` (the estimators and ablation): a file in the format
+      ``fmt`` (jaxmask.formats.FORMATS, default "tsv"); None uses the generated agreement items.
     estimators_lambda, estimators_seeds: the estimators part's sparsity coefficient and seeds.
     optimality_plot, optimality_cache: the optimality part's figure path and tiny-LM cache folder.
     tables: every Markdown table printed so far, for run.py's --tables file.
   """
   quick: bool = False
   checkpoint: str | None = None
+  items: str | None = None
+  fmt: str = "tsv"
   estimators_lambda: float = 0.01
   estimators_seeds: int = 5
   optimality_plot: str | None = None
@@ -226,9 +241,9 @@ class Context:
   loaded: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
 
   def setup(self) -> dict[str, Any]:
-    """``agreement_setup(self.checkpoint)``, loaded on first use."""
+    """``agreement_setup(self.checkpoint, items=self.items, fmt=self.fmt)``, loaded on first use."""
     if self.loaded is None:
-      self.loaded = agreement_setup(self.checkpoint)
+      self.loaded = agreement_setup(self.checkpoint, items=self.items, fmt=self.fmt)
     return self.loaded
 
   def program(self, size: dict[str, int], num_lambdas: int, chunk: int, hidden_size: int | None = None,

@@ -17,24 +17,35 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from benchmarks import ablation, common, estimators, optimality, roofline, scaling, sweep, torch_ref
+from benchmarks import ablation, common, estimators, kl, optimality, roofline, scaling, sweep, torch_ref
 from jaxmask import report
 
 # Every part is a module with run(context: common.Context) -> dict of its figures; a new part is one entry.
 PARTS = {"estimators": estimators, "sweep": sweep, "torch": torch_ref, "ablation": ablation, "roofline": roofline,
-         "scaling": scaling, "optimality": optimality}
+         "scaling": scaling, "optimality": optimality, "kl": kl}
 
-_OUTPUT = flags.DEFINE_string("output", None, "Where to write the JSON of every figure.", required=True)
-_QUICK = flags.DEFINE_bool("quick", False, "Shorter runs of every part (< 3 minutes on 2 cores).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained LM checkpoint directory, or 'default' for the shipped LM (unset: random weights).")
-_PARTS = flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, of {', '.join(PARTS)}.")
-_TABLES = flags.DEFINE_string("tables", None, "Also write the printed tables to this Markdown file.")
-_LAMBDA = flags.DEFINE_float("estimators_lambda", 0.01, "The sparsity coefficient of the estimators part.")
-_SEEDS = flags.DEFINE_integer("estimators_seeds", 5, "Search seeds of the estimators part (--quick: 1).")
-_OPTIMALITY_PLOT = flags.DEFINE_string("optimality_plot", None,
-                                       "The optimality part's figure (gap vs k); default: beside --output.")
-_OPTIMALITY_CACHE = flags.DEFINE_string("optimality_cache", None,
-                                        "Where the optimality part caches its tiny LMs (default: a temp folder).")
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this runs as a program: importing the module (for ``PARTS``)
+  defines none, so a process that also imports jaxmask.main (whose --checkpoint is its own flag) can."""
+  global _OUTPUT, _QUICK, _CHECKPOINT, _ITEMS, _FORMAT, _PARTS, _TABLES, _LAMBDA, _SEEDS
+  global _OPTIMALITY_PLOT, _OPTIMALITY_CACHE
+  _OUTPUT = flags.DEFINE_string("output", None, "Where to write the JSON of every figure.", required=True)
+  _QUICK = flags.DEFINE_bool("quick", False, "Shorter runs of every part (< 3 minutes on 2 cores).")
+  _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Trained LM checkpoint directory, or 'default' for the "
+                                    "shipped LM (unset: random weights).")
+  _ITEMS = flags.DEFINE_string("items", None, "Items for the estimators and ablation parts (a file in --format); "
+                               "unset: the generated agreement items.")
+  _FORMAT = flags.DEFINE_string("format", "tsv", "Format of --items (jaxmask.formats.FORMATS: tsv, marvin_linzen, "
+                                "blimp, lakretz, colorlessgreen).")
+  _PARTS = flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, of {', '.join(PARTS)}.")
+  _TABLES = flags.DEFINE_string("tables", None, "Also write the printed tables to this Markdown file.")
+  _LAMBDA = flags.DEFINE_float("estimators_lambda", 0.01, "The sparsity coefficient of the estimators part.")
+  _SEEDS = flags.DEFINE_integer("estimators_seeds", 5, "Search seeds of the estimators part (--quick: 1).")
+  _OPTIMALITY_PLOT = flags.DEFINE_string("optimality_plot", None,
+                                         "The optimality part's figure (gap vs k); default: beside --output.")
+  _OPTIMALITY_CACHE = flags.DEFINE_string("optimality_cache", None,
+                                          "Where the optimality part caches its tiny LMs (default: a temp folder).")
 
 
 def _headline(results: dict) -> dict:
@@ -47,7 +58,9 @@ def _headline(results: dict) -> dict:
           "ablation": {"speedup": get("ablation", "speedup"),
                        "speedup_vs_batched_loop": get("ablation", "speedup_vs_batched_loop")},
           "roofline": {"fraction_of_peak": get("roofline", "fraction_of_peak"),
-                       "fraction_of_peak_gulordava": get("roofline", "fraction_of_peak_gulordava")}}
+                       "fraction_of_peak_gulordava": get("roofline", "fraction_of_peak_gulordava")},
+          "kl": {"overhead_default": get("kl", "overhead_default"),
+                 "overhead_gulordava": get("kl", "overhead_gulordava")}}
 
 
 GOALS = (  # (part, key, goal, what): jaxmask's advantage or fraction, and the issue's goal for it
@@ -59,6 +72,8 @@ GOALS = (  # (part, key, goal, what): jaxmask's advantage or fraction, and the i
     ("ablation", "speedup_vs_batched_loop", None, "all-unit pass vs per-unit PyTorch loop batched over items"),
     ("roofline", "fraction_of_peak", 0.4, "16-lambda step, default size: fraction of matmul peak"),
     ("roofline", "fraction_of_peak_gulordava", 0.6, "16-lambda step, Gulordava size: fraction of matmul peak"),
+    ("kl", "overhead_default", 2.0, "sweep time with mu > 0 over mu = 0, default size (at most)"),
+    ("kl", "overhead_gulordava", 2.0, "sweep time with mu > 0 over mu = 0, Gulordava size (at most)"),
 )
 
 
@@ -66,10 +81,11 @@ def _goals_table(context: common.Context, results: dict) -> None:
   rows = []
   for part, key, goal, what in GOALS:
     value = results.get(part, {}).get(key)
-    met = "-" if value is None or goal is None else ("yes" if value >= goal else "NO")
-    rows.append([f"{part}.{key}", what, "none" if goal is None else f">= {goal:g}",
+    at_most = part == "kl"  # a cost, not an advantage
+    met = "-" if value is None or goal is None else ("yes" if (value <= goal if at_most else value >= goal) else "NO")
+    rows.append([f"{part}.{key}", what, "none" if goal is None else f"{'<=' if at_most else '>='} {goal:g}",
                  "not run" if value is None else f"{value:.3g}", met])
-  context.table("Goals of issues 6 and 14", ["figure", "what", "goal", "measured", "met"], rows)
+  context.table("Goals of issues 6, 14 and 18", ["figure", "what", "goal", "measured", "met"], rows)
 
 
 def main(argv: list[str]) -> None:
@@ -83,7 +99,7 @@ def main(argv: list[str]) -> None:
              "machine": common.machine(),
              "gpu": "no GPU was lent to this run; CPU only"}
   context = common.Context(
-      quick=quick, checkpoint=_CHECKPOINT.value, estimators_lambda=_LAMBDA.value, estimators_seeds=_SEEDS.value,
+      quick=quick, checkpoint=_CHECKPOINT.value, items=_ITEMS.value, fmt=_FORMAT.value, estimators_lambda=_LAMBDA.value, estimators_seeds=_SEEDS.value,
       optimality_plot=_OPTIMALITY_PLOT.value or os.path.splitext(_OUTPUT.value)[0] + "_optimality.png",
       optimality_cache=_OPTIMALITY_CACHE.value)
   context.table("Machine", ["cores", "CPU", "JAX backend", "load average at start"],
@@ -111,4 +127,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

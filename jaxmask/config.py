@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxmask import endgame, interventions, models, phenomena, search
+from jaxmask import endgame, formats, interventions, models, phenomena, search
 
 
 class ExperimentError(ValueError):
@@ -34,8 +34,9 @@ class Config:
       "help": "Output directory (results.json, plots, summary.md, search checkpoints).", "choices": None})
   phenomenon: str = setting("agreement", "Built-in items and probe labels.", tuple(phenomena.PHENOMENA))
   checkpoint: str = setting("", "jaxmask checkpoint directory; empty = the LM shipped in the package.")
-  train_items: str = setting("", "Minimal-pair TSV for the search; empty = built-in items.")
-  eval_items: str = setting("", "Minimal-pair TSV held out for evaluation; empty = built-in.")
+  train_items: str = setting("", "Minimal-pair file (--format) for the search; empty = built-in items.")
+  eval_items: str = setting("", "Minimal-pair file (--format) held out for evaluation; empty = built-in.")
+  format: str = setting("tsv", "Format of --train_items and --eval_items (formats.FORMATS).", tuple(formats.FORMATS))
   train_per_cell: int = setting(40, "Built-in search items per condition cell.")
   eval_per_cell: int = setting(40, "Built-in held-out items per condition cell.")
   # From nearly every unit kept to the empty set, so that the sweep also yields its best 1- and 2-unit sets.
@@ -49,6 +50,10 @@ class Config:
                              "MLP neurons (mlp, also h), attention heads (heads), or both (mlp,heads).", models.SITES)
   replacement: str = setting("counterfactual", "Replacement r.", tuple(interventions.REPLACEMENTS))
   mu: float = setting(0.0, "Weight of the KL control term on held-out text (0 = off).")
+  control_batch_size: int = setting(8, "Control sentences per search step for the KL term (a minibatch; 0 = all "
+                                       "--control_sentences every step).")
+  control_positions: int = setting(32, "Of their real tokens, how many (drawn at random) decode the KL term's full "
+                                      "distributions each step (0 = all).")
   seed: int = setting(0, "Random seed.")
   # The end-game (jaxmask/endgame.py, README "Reaching a discrete set").
   init_logit: float = setting(3.0, "Initial gate logit (3: gates start open; 0: the plain method).")
@@ -82,6 +87,8 @@ class Config:
       raise ExperimentError(f"--phenomenon={self.phenomenon} is not known; use {' or '.join(phenomena.PHENOMENA)}.")
     if self.method not in search.METHODS:
       raise ExperimentError(f"--method={self.method} is not known; use {' or '.join(search.METHODS)}.")
+    if self.format not in formats.FORMATS:
+      raise ExperimentError(f"--format={self.format} is not known; use one of {', '.join(formats.FORMATS)}.")
     if self.select_by not in ("every_condition", "overall"):
       raise ExperimentError(f"--select_by={self.select_by} is not known; use every_condition or overall.")
     if self.baselines not in ("all", "none"):

@@ -3,8 +3,9 @@
 A minimal pair is (x, y, y') and optionally an aligned counterfactual x': the model should score the
 target y above the foil y' after the prefix x. Users bring their own pairs as a UTF-8 TSV with a header
 row naming the columns ``prefix``, ``target``, ``foil`` and optionally ``counterfactual`` and
-``condition``; words are separated by single spaces. Published evaluation sets ship with the package
-under ``jaxmask/data/`` (see ``jaxmask/data/ATTRIBUTION.md``).
+``condition``; words are separated by single spaces. Published formats are read directly (``formats.py``:
+every command that reads items takes ``--format``). Published evaluation sets ship with the package under
+``jaxmask/data/`` (see ``jaxmask/data/ATTRIBUTION.md``).
 
 Tokenizer (the one rule, in :func:`normalize`): a word maps to its exact vocabulary entry if there is
 one, else to the entry for its lower-cased form, else it is out of vocabulary. So "The athlete" and
@@ -63,7 +64,7 @@ def vendored(*parts: str) -> str:
   return str(importlib.resources.files("jaxmask").joinpath("data", *parts))
 
 
-def _tsv_rows(path: str) -> list[tuple[int, list[str]]]:
+def tsv_rows(path: str) -> list[tuple[int, list[str]]]:
   """(line number, cells) of every row of a tab-separated UTF-8 file (gzipped if .gz); DataError naming the
   file and line if it is not one."""
   reader = csv.reader(io.StringIO(files.read_text(path, DataError), newline=""), delimiter="\t",
@@ -82,7 +83,7 @@ def read_tsv(path: str) -> list[Pair]:
   """Reads a minimal-pair TSV (optionally gzipped); raises DataError naming the file and line on bad input."""
   if not os.path.isfile(path):
     raise DataError(f"{path}: no such file; pass the path of a minimal-pair TSV.")
-  numbered = _tsv_rows(path)
+  numbered = tsv_rows(path)
   rows = [row for _, row in numbered]
   if not rows or not any(cell.strip() for cell in rows[0]):
     raise DataError(f"{path}, line 1: the file is empty; it needs a header row with the columns "
@@ -147,7 +148,7 @@ def load_marvin_linzen(path: str | None = None, tasks: list[str] | None = None) 
   path = path or vendored("marvin_linzen2018", "marvin_linzen2018_agreement.tsv.gz")
   name = os.path.basename(path)
   pairs = []
-  rows = _tsv_rows(path)
+  rows = tsv_rows(path)
   if not rows or rows[0][1][:4] != ["task", "condition", "grammatical", "ungrammatical"]:
     raise DataError(f"{path}, line 1: expected the header task, condition, grammatical, ungrammatical; "
                     "pass a Marvin & Linzen TSV.")

@@ -166,7 +166,8 @@ def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], 
       token each and whose prefixes align (``subword.encode``; adds its skip counts as ``flip_stats``).
 
   Returns:
-    ``{"accuracy", "by_condition", "items", "skipped_oov", "unk_tokens"}``; plus ``"by_task"`` and
+    ``{"accuracy", "by_condition", "items", "skipped_oov", "unk_tokens", "with_counterfactual"}`` (items with an
+    x', e.g. derived from a Lakretz file); plus ``"by_task"`` and
     ``"skipped_oov_by_task"`` when conditions are ``task/cell`` (Marvin & Linzen); ``"gender"``; and
     ``"flip_rate"``, ``"flip_rate_by_condition"``, ``"units"``, ``"intervention"`` with ``units``; and with
     ``per_item``, ``"per_item"``: ``[{"index": row of the input, "margin": log p(y|x) - log p(y'|x)}, ...]``
@@ -192,7 +193,8 @@ def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], 
   else:
     accuracy, by_condition = accuracy_by_condition(m > 0, conditions)
   result: dict[str, Any] = {"accuracy": accuracy, "by_condition": by_condition, "items": len(kept_pairs),
-                            "skipped_oov": int(stats["skipped_oov"]), "unk_tokens": int(stats["unk_tokens"])}
+                            "skipped_oov": int(stats["skipped_oov"]), "unk_tokens": int(stats["unk_tokens"]),
+                            "with_counterfactual": sum(p.counterfactual is not None for p in kept_pairs)}
   if any("/" in c for c in conditions):
     tasks = [c.split("/")[0] for c in conditions]
     result["by_task"] = accuracy_by_condition(correct if contexts else m > 0,
@@ -240,11 +242,13 @@ def running_text(vocab: list[str], num_contexts: int, sentences_per_context: int
   return contexts
 
 
-def load_items(spec: str, fmt: str, n_per_cell: int = 200, seed: int = 0, language: str = "small") -> list[Any]:
-  """Pairs from a file (``fmt`` tsv | marvin_linzen | blimp) or a built-in set (``builtin:agreement``,
-  ``builtin:agreement_search``, ``builtin:gender``, ``builtin:marvin_linzen``). The agreement sets hold
-  every condition of the generator's ``language`` (the one the model was trained on)."""
+def load_items(spec: str, fmt: str, n_per_cell: int = 200, seed: int = 0, language: str = "small",
+               vocab: Sequence[str] | None = None) -> list[Any]:
+  """Pairs from a file in a ``formats.FORMATS`` format ``fmt`` (``vocab`` limits derived counterfactuals) or a
+  built-in set (``builtin:agreement``, ``builtin:agreement_search``, ``builtin:gender``, ``builtin:marvin_linzen``).
+  The agreement sets hold every condition of the generator's ``language`` (the one the model was trained on)."""
   from jaxmask import data
+  from jaxmask import formats
   from jaxmask import grammar
   builtins = {
       "builtin:agreement": lambda: grammar.agreement_items(n_per_cell, seed, split="heldout", language=language),
@@ -257,12 +261,7 @@ def load_items(spec: str, fmt: str, n_per_cell: int = 200, seed: int = 0, langua
     if spec not in builtins:
       raise data.DataError(f"--items={spec} is not a built-in set; use one of {', '.join(builtins)} or a file.")
     return list(builtins[spec]())
-  if not os.path.isfile(spec):
-    raise data.DataError(f"items file {spec} does not exist.")
-  loaders = {"tsv": data.read_tsv, "marvin_linzen": data.load_marvin_linzen, "blimp": data.load_blimp}
-  if fmt not in loaders:
-    raise data.DataError(f"--format must be one of {', '.join(loaders)}, got {fmt!r}.")
-  return list(loaders[fmt](spec))
+  return formats.read_items(spec, fmt, vocab)
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -273,7 +272,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                       **fv)
   flags.DEFINE_string("items", None, "Minimal pairs: a file, or builtin:agreement|agreement_search|gender|"
                       "marvin_linzen.", **fv)
-  flags.DEFINE_enum("format", "tsv", ["tsv", "marvin_linzen", "blimp"], "Format of the --items file.", **fv)
+  from jaxmask import formats
+  flags.DEFINE_enum("format", "tsv", list(formats.FORMATS), "Format of the --items file (formats.FORMATS).", **fv)
   flags.DEFINE_string("output", None, "Where to write the JSON (printed when absent).", **fv)
   flags.DEFINE_string("units", None, "Comma-separated flat 0-based h unit ids to intervene on.", **fv)
   flags.DEFINE_enum("intervention", "counterfactual", list(INTERVENTIONS), "Replacement of the units' states.",
@@ -298,7 +298,7 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
     params, config, vocab = checkpoints.load(FLAGS.checkpoint) if FLAGS.checkpoint else checkpoints.load_default()
     tokenizer = subword.tokenizer_of(FLAGS.checkpoint, config) if FLAGS.checkpoint else None
     language = checkpoints.language_of(config)
-    pairs = load_items(FLAGS.items, FLAGS.format, FLAGS.n_per_cell, FLAGS.seed, language)
+    pairs = load_items(FLAGS.items, FLAGS.format, FLAGS.n_per_cell, FLAGS.seed, language, vocab)
     units = parse_units(FLAGS.units, models.num_units(params, "h")) if FLAGS.units is not None else None
     pct_female = None
     if any({p.target.lower(), p.foil.lower()} == {"he", "she"} for p in pairs):
@@ -315,7 +315,8 @@ def main(argv: list[str], FLAGS: flags.FlagValues = flags.FLAGS) -> None:  # pyl
   except (checkpoints.CheckpointError, data.DataError, ValueError, OSError) as e:
     sys.exit(f"evaluate: {e}")
   print(text if not FLAGS.output else f"evaluate: accuracy {result['accuracy']:.4f} on {result['items']} items "
-        f"({result['skipped_oov']} skipped as out of vocabulary); wrote {FLAGS.output}")
+        f"({result['skipped_oov']} skipped as out of vocabulary, {result['with_counterfactual']} with a "
+        f"counterfactual); wrote {FLAGS.output}")
 
 
 if __name__ == "__main__":

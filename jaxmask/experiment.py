@@ -11,11 +11,13 @@ import os
 import time
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmask import checkpoints, data, grammar, interventions, models, phenomena, report, subword, workdir_lock
+from jaxmask import checkpoints, data, formats, grammar, interventions, models, phenomena, report, subword, workdir_lock
 from jaxmask.compare import compare_methods, evaluate_sets, seed_stability
+from jaxmask import config as config_lib
 from jaxmask.config import Config, ExperimentError
 from jaxmask.models import lstm
 from jaxmask.sweeps import flip_rates, run_sweep, select
@@ -37,37 +39,36 @@ def builtin_pairs(phenomenon: str, split: str, per_cell: int, seed: int, languag
   return phenomena.get(phenomenon).items(split, per_cell, seed, language)
 
 
-def _pairs(path: str, flag: str, phenomenon: str, split: str, per_cell: int, seed: int, language: str
+def _pairs(path: str, flag: str, config: Config, split: str, per_cell: int, language: str, vocab: list[str]
            ) -> list[data.Pair]:
   if not path:
-    return builtin_pairs(phenomenon, split, per_cell, seed, language)
-  if not os.path.exists(path):
-    raise ExperimentError(f"{flag}={path}: no such file; give a minimal-pair TSV (columns prefix, target, foil, "
-                          f"counterfactual[, condition]).")
+    return builtin_pairs(config.phenomenon, split, per_cell, config.seed, language)
   try:
-    pairs = data.read_tsv(path)
+    return formats.read_items(path, config.format, vocab)
   except data.DataError as e:
-    raise ExperimentError(str(e)) from e
-  return pairs
+    raise ExperimentError(f"{flag}: {e}" if "no such file" in str(e) else str(e)) from e
 
 
 def encode_pairs(pairs: list[data.Pair], vocab: list[str], what: str, needs_counterfactual: bool, tokenizer=None
                  ) -> tuple[interventions.Items, list[data.Pair], dict]:
   """Encodes pairs, keeping those whose target and foil are in the vocabulary (with a subword ``tokenizer``:
-  one token each, and prefixes that align, subword.py); errors name the flag."""
-  if needs_counterfactual:
-    missing = [p for p in pairs if p.counterfactual is None]
-    if missing:
-      raise ExperimentError(f"{missing[0].source or what}: no counterfactual prefix; add a counterfactual column or "
-                            f"use --replacement=zero|mean.")
+  one token each, and prefixes that align, subword.py); errors name the flag.
+
+  With ``needs_counterfactual`` the pairs without a counterfactual x' are left out and counted
+  (``without_counterfactual``: e.g. Lakretz items whose subject the lexicon cannot flip); none with one is an error.
+  """
+  with_cf = [p for p in pairs if p.counterfactual is not None] if needs_counterfactual else list(pairs)
+  if not with_cf:
+    raise ExperimentError(f"{pairs[0].source if pairs else what}: no counterfactual prefix; add a counterfactual "
+                          f"column or use --replacement=zero|mean.")
   try:
-    items, kept, stats = subword.encode(pairs, tokenizer) if tokenizer else data.encode(pairs, vocab)
+    items, kept, stats = subword.encode(with_cf, tokenizer) if tokenizer else data.encode(with_cf, vocab)
   except data.DataError as e:
     raise ExperimentError(str(e)) from e
   if stats["items"] == 0:
     raise ExperimentError(f"{what}: none of the {len(pairs)} items has its target and foil in the model's "
                           f"vocabulary; check the words (or the --checkpoint).")
-  return items, [pairs[i] for i in kept], stats
+  return items, [with_cf[i] for i in kept], {**stats, "without_counterfactual": len(pairs) - len(with_cf)}
 
 
 def known(params: lstm.Params, items: interventions.Items, pairs: list[data.Pair]
@@ -106,6 +107,56 @@ def control_text(vocab: list[str], sentences: int, seed: int, pairs: list[data.P
   return interventions.Control(tokens=jnp.asarray(tokens), length=jnp.asarray([len(r) for r in rows], jnp.int32),
                                classes_V=jnp.asarray(data.outcome_classes(list(pairs), vocab)) if pairs else None)
 
+
+
+def memory_estimate(params: lstm.Params, config: Config, search_items: interventions.Items,
+                    control: interventions.Control, heldout_items: interventions.Items | None = None
+                    ) -> dict[str, tuple[int, str]]:
+  """Bytes the run's largest steps hold at once, from the shapes, each with the flag that lowers it.
+
+  The sweep holds the parameters, every search item's embedded input and replacement states, and per
+  vmapped run a minibatch's activations for the backward pass (twice the family's ``activation_floats``: 16 H
+  floats per item, step and layer for an LSTM, as ``interventions.rows_per_chunk`` counts them); with ``--mu``
+  also the clean control log-probabilities and inputs, the control rows' activations and one chunk of their
+  logits (``interventions.kl_chunk``). The evaluation holds one chunk of intervened runs on the held-out items
+  (``interventions.rows_per_chunk``) and, for the control KL of one set, about six full distributions per control
+  token (``interventions.control_effects``). The sweep's figure is within 15% of XLA's own for the compiled
+  sweep step (``tests/test_main.py``).
+  """
+  f = 4  # float32
+  model = models.of_params(params)
+  vocab = int(model.unembedding(params)[0].shape[0])
+  items, steps = search_items.prefix.shape
+  rows, tokens = control.tokens.shape
+  width = jax.eval_shape(model.embed_inputs, params, search_items.prefix[:1, :1]).shape[-1]  # input floats a step
+  shapes = model.state_shapes(params)
+  replaced = sum(int(np.prod(shapes[k])) for k in model.site_states(config.sites))  # r floats a step
+  search_config = config_lib.search_config_of(config, config.method)
+  runs = len(config.lambdas) * (search_config.num_samples if config.method == "reinforce" else 1)
+  weights = sum(a.size for a in jax.tree.leaves(params)) * f
+  sweep = weights + items * steps * (width + replaced) * f
+  sweep += runs * min(config.batch_size, items) * steps * 2 * model.activation_floats(params, steps) * f
+  if config.mu > 0:
+    per_step = rows if search_config.control_batch_size == 0 else min(search_config.control_batch_size, rows)
+    sweep += rows * tokens * (vocab + width) * f
+    sweep += runs * per_step * tokens * 2 * model.activation_floats(params, tokens) * f
+    decoded = search_config.control_positions or per_step * tokens
+    sweep += runs * min(interventions.kl_chunk(vocab, runs), decoded) * vocab * 4 * f
+  heldout = (heldout_items or search_items).prefix.shape
+  chunk = interventions.rows_per_chunk(params, heldout[0], heldout[1])  # intervened runs at once
+  evaluation = weights + chunk * heldout[0] * heldout[1] * model.activation_floats(params, heldout[1]) * f
+  evaluation += 6 * rows * tokens * vocab * f
+  return {"sweep": (sweep, "--batch_size (or fewer --lambdas)"), "evaluation": (evaluation, "--control_sentences")}
+
+
+def check_memory(estimate: dict[str, tuple[int, str]]) -> str:
+  """The line that states the estimated peak; ExperimentError when it exceeds this machine's memory."""
+  part, (peak, flag) = max(estimate.items(), key=lambda item: item[1][0])
+  total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  if peak > total:
+    raise ExperimentError(f"the {part} needs an estimated {peak / 2 ** 30:.1f} GiB but this machine has "
+                          f"{total / 2 ** 30:.1f} GiB; lower it with {flag}.")
+  return f"Estimated peak memory {peak / 2 ** 30:.1f} GiB ({part}; lower it with {flag})."
 
 
 def trace_data(params: lstm.Params, pairs: list[data.Pair], items: interventions.Items, units: list[int],
@@ -162,12 +213,10 @@ def _run(config: Config) -> dict[str, Any]:
   needs_cf = config.replacement == "counterfactual"
   other_name = phenomena.get(config.phenomenon).counterpart
   search_items, search_pairs, search_stats = encode_pairs(
-      _pairs(config.train_items, "--train_items", config.phenomenon, "search", config.train_per_cell, config.seed,
-             language),
+      _pairs(config.train_items, "--train_items", config, "search", config.train_per_cell, language, vocab),
       vocab, "--train_items", needs_cf, tokenizer)
   heldout_items, heldout_pairs, heldout_stats = encode_pairs(
-      _pairs(config.eval_items, "--eval_items", config.phenomenon, "heldout", config.eval_per_cell, config.seed,
-             language),
+      _pairs(config.eval_items, "--eval_items", config, "heldout", config.eval_per_cell, language, vocab),
       vocab, "--eval_items", needs_cf, tokenizer)
   other_items, other_pairs, _ = encode_pairs(builtin_pairs(other_name, "heldout", config.eval_per_cell, config.seed,
              language),
@@ -175,6 +224,7 @@ def _run(config: Config) -> dict[str, Any]:
   # The control text's merged KL groups the words of this phenomenon's choices (every item's y and y').
   control = control_text(vocab, config.control_sentences, config.seed + 1, search_pairs + heldout_pairs, language,
                          tokenizer)
+  print(check_memory(memory_estimate(params, config, search_items, control, heldout_items)), flush=True)
   clean = np.asarray(interventions.margins(params, heldout_items))[0]
   clean_by_condition = {k: 1 - v for k, v in flip_rates(clean[None], heldout_pairs)[1][0].items()}
   search_known = heldout_known = {}
@@ -231,5 +281,6 @@ def _run(config: Config) -> dict[str, Any]:
     timing["seeds_seconds"] = time.perf_counter() - t0
   timing["total_seconds"] = time.perf_counter() - start
   traces = trace_data(params, heldout_pairs, heldout_items, sel["units"], config.phenomenon, sites=config.sites)
-  report.write(config.workdir, out, traces)
+  if jax.process_index() == 0:  # under jax.distributed every process holds the same results
+    report.write(config.workdir, out, traces)
   return out

@@ -208,6 +208,37 @@ def rows_per_chunk(params: Params, batch: int, steps: int, backward: bool = Fals
   return int(max(1, min(32, budget // max(per_row, 1))))
 
 
+KL_BYTES = 2 ** 28  # the memory the control term's logits may hold at once, over every vmapped run
+
+
+def kl_chunk(vocab_size: int, runs: int, budget: int = KL_BYTES) -> int:
+  """Control positions whose logits are decoded at once so that ``runs`` vmapped runs stay under ``budget`` bytes.
+
+  Each position holds about four V-wide float32 arrays (logits, log q, p, their product): 20 positions a run for 16
+  runs at 50,000 words, 187 for 16 runs at the default LM's 5,596 (capped at 1,024).
+  """
+  return int(max(1, min(1024, budget // max(1, runs * vocab_size * 4 * 4))))
+
+
+def control_kl_at(params: Params, top_BxTxD: jax.Array, log_p_BxTxV: jax.Array, mask_BxT: jax.Array,
+                  classes_V: jax.Array | None, positions_P: jax.Array | None, chunk: int) -> jax.Array:
+  """KL(p_model || p_intervened) per token on control rows, over the full vocabulary, exactly.
+
+  ``top_BxTxD`` is the intervened run's top state (any family's ``run``); every family decodes it linearly
+  (``unembedding``: an LSTM's decoder, a transformer's head after the final norm ``run`` applies). Read at the
+  flat positions ``positions_P`` of the rows (an unbiased estimate of the rows' mean when they are drawn
+  uniformly from the real tokens), or at every real token when None; decoded ``chunk`` positions at a time
+  (``objectives.kl_control_decoded``), merged over ``classes_V`` when given.
+  """
+  w_VxD, b_V = models.of_params(params).unembedding(params)
+  top, log_p, mask = top_BxTxD, log_p_BxTxV, mask_BxT
+  if positions_P is not None:
+    top = top.reshape(-1, top.shape[-1])[positions_P][None]
+    log_p = log_p.reshape(-1, log_p.shape[-1])[positions_P][None]
+    mask = jnp.ones((1, positions_P.shape[0]))
+  return objectives.kl_control_decoded(log_p, top, w_VxD, b_V, mask, classes_V, chunk)
+
+
 def margins(params: Params, items: Items, gates_SxN: jax.Array | np.ndarray | None = None,
             replacement: str = "counterfactual", mean_h: dict | None = None, sites: str = "h",
             chunk: int | None = None, by_length: bool = False) -> jax.Array:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 
+import jax
 from absl import app
 from absl import flags
 from absl import logging
@@ -41,6 +43,11 @@ def define_flags() -> None:
 
 
 define_flags()
+# Several processes (jax.distributed): the lambdas (and seeds) are sharded over every process's devices; process 0
+# writes the results. Unset, one process (or JAX_COORDINATOR_ADDRESS / a cluster JAX detects, when set).
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for a run over several processes.")
+flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run (0 writes the results).")
 FLAGS = flags.FLAGS
 
 
@@ -68,6 +75,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     sys.exit(f"Unexpected arguments {' '.join(argv[1:])}; every setting is a --flag (see --help).")
   try:
+    if FLAGS.coordinator_address or FLAGS.num_processes or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+      jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     config = config_from_flags()
     results = experiment.run(config)
   except (experiment.ExperimentError, FileNotFoundError) as e:

@@ -15,8 +15,8 @@ instead of lambda) is endgame.py's.
 
 Everything that does not depend on the gates is computed once and shared by every lambda and step: the
 model's embedded input (an LSTM's layer-0 input projection), the replacement (counterfactual) states and,
-for the control term, the clean model's distribution. The lambda axis is sharded over the available
-devices (a mesh of one on one device).
+for the control term, the clean model's distribution. The lambda axis is sharded over the devices of every
+process (several under ``jax.distributed``; a mesh of one on one device).
 The items, replacement kinds and margins are interventions.py's; this module is the optimisation only.
 """
 
@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmask import endgame, gates, interventions, models, objectives
+from jaxmask import endgame, gates, interventions, models, multihost, objectives
 from jaxmask.items import Control, Items
 
 Params = dict
@@ -54,9 +54,7 @@ class Shared:
   control_classes: jax.Array | None = None
 
 
-
-# ----------------------------------------------------------------------------------------------------------
-# The sweep.
+# The sweep. ----------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +68,8 @@ class SearchConfig:
   replacement: str = "counterfactual"
   objective: str = "flip"
   mu: float = 0.0
+  control_batch_size: int = 8     # control rows per step for the KL term (a minibatch, as for the items; 0 = all)
+  control_positions: int = 32     # of their real positions, how many (drawn at random) decode the KL; 0 = all
   num_samples: int = 8            # REINFORCE: samples per step
   baseline: str = "moving_average"  # REINFORCE: "moving_average" (decay 0.99) or "leave_one_out"
   baseline_decay: float = 0.99
@@ -97,6 +97,9 @@ class SearchConfig:
       raise ValueError("the leave-one-out baseline needs num_samples >= 2.")
     if self.steps < 1 or self.batch_size < 1:
       raise ValueError("steps and batch_size must be positive.")
+    if self.control_batch_size < 0 or self.control_positions < 0:
+      raise ValueError(f"control_batch_size and control_positions must be >= 0 (0 = all), not "
+                       f"{self.control_batch_size}, {self.control_positions}.")
     if self.schedule not in endgame.SCHEDULES:
       raise ValueError(f"unknown schedule {self.schedule!r}; use one of {', '.join(endgame.SCHEDULES)}.")
     if not (0.0 <= self.ramp_fraction <= 1.0 and 0.0 <= self.hard_fraction < 1.0):
@@ -143,10 +146,6 @@ class SweepResult:
   targets: np.ndarray | None = None
 
 
-def _optimizer(learning_rate: float) -> optax.GradientTransformation:
-  return optax.adam(learning_rate)
-
-
 def prepare(params: Params, items: Items, config: SearchConfig, control: Control | None = None,
             mean_h: dict | None = None) -> Shared:
   """Computes the gate-independent arrays once: the embedded input, replacement states, control."""
@@ -180,21 +179,22 @@ def init_state(params: Params, lambdas: jax.Array, config: SearchConfig, shared:
   rep = jnp.broadcast_to(jnp.asarray(shared.r["h"]).reshape(-1, cfg["hidden_size"])[:cfg["num_layers"]]
                          if config.replacement == "learned" else jnp.zeros((cfg["num_layers"], cfg["hidden_size"])),
                          (num, cfg["num_layers"], cfg["hidden_size"]))
-  opt_state = jax.vmap(_optimizer(config.learning_rate).init)((logits, rep))
+  opt_state = jax.vmap(optax.adam(config.learning_rate).init)((logits, rep))
   zeros = jnp.zeros((num,), jnp.float32)
   return SweepState(logits=logits, replacement=rep, opt_state=opt_state, baseline=zeros, multiplier=zeros,
                     step=jnp.zeros((), jnp.int32))
 
 
 def _step_fn(params: Params, items: Items, shared: Shared, config: SearchConfig, key: jax.Array,
-             total_steps: jax.Array) -> Callable:
+             total_steps: jax.Array, runs: int = 1) -> Callable:
   """The update of one run at one step: (logits, replacement, opt_state, baseline, multiplier, value, step) -> new.
 
   ``value`` is the run's lambda, or its target size k when ``config.targets`` (then lambda is the Lagrange
   multiplier, updated after each step). ``total_steps`` sets the ramp and the hard phase (endgame.py).
+  ``runs``, the number of runs vmapped together, sizes the control term's chunks (``interventions.kl_chunk``).
   """
   task_loss = objectives.LOSSES[config.objective]
-  opt = _optimizer(config.learning_rate)
+  opt = optax.adam(config.learning_rate)
   num_items = items.prefix.shape[0]
   model = models.of_params(params)
   num_units = model.num_units(params, config.sites)
@@ -206,42 +206,59 @@ def _step_fn(params: Params, items: Items, shared: Shared, config: SearchConfig,
       return jnp.arange(num_items), k_gate
     return jax.random.randint(k_batch, (config.batch_size,), 0, num_items), k_gate
 
-  def task(z_N, rep_LxH, idx):
+  # The control term, a stochastic estimate like the items' minibatch (its own random stream): a minibatch of
+  # control rows, the full-vocabulary KL decoded exactly at some of their real tokens (interventions.control_kl_at).
+  num_control = 0 if shared.control_mask is None else shared.control_mask.shape[0]
+  control_rows = num_control if config.control_batch_size in (0, num_control) else config.control_batch_size
+  runs *= config.num_samples if config.method == "reinforce" else 1
+  chunk = interventions.kl_chunk(int(model.unembedding(params)[0].shape[0]), runs)
+
+  def control_of(step):  # (rows, flat positions in those rows or None for all)
+    k_rows, k_positions = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, step), 1))
+    rows = jax.random.randint(k_rows, (control_rows,), 0, num_control) if control_rows < num_control else \
+        jnp.arange(num_control)
+    mask = shared.control_mask[rows].reshape(-1)
+    return rows, (jax.random.choice(k_positions, mask.shape[0], (config.control_positions,), p=mask / mask.sum())
+                  if config.control_positions else None)
+
+  def task(z_N, rep_LxH, idx, step):
     """Mean task loss (+ mu * KL control) of the intervention z on the items at idx."""
     r = {**shared.r, "h": rep_LxH[:, None, None, :]} if learned else shared.r
     r = {k: v[:, idx] if v.shape[1] != 1 else v for k, v in r.items()}
     m = interventions.margin(params, items.take(idx), shared.inputs[idx], z_N, r, config.sites)
     loss = jnp.mean(task_loss(m))
     if config.mu > 0:
-      top, _ = model.run(params, shared.control_inputs, model.intervention_of(z_N, shared.control_r, config.sites))
-      kl = objectives.kl_control(shared.control_log_p, model.decode(params, top), shared.control_mask,
-                                 shared.control_classes)
+      rows, at = control_of(step)
+      intervention = model.intervention_of(z_N, shared.control_r, config.sites)
+      top, _ = model.run(params, shared.control_inputs[rows], intervention)
+      kl = interventions.control_kl_at(params, top, shared.control_log_p[rows], shared.control_mask[rows],
+                                       shared.control_classes, at, chunk)
       return loss + config.mu * kl, loss
     return loss, loss
 
-  def hard_concrete(logits, rep, lam, idx, k_gate, baseline, hard, k):
+  def hard_concrete(logits, rep, lam, idx, k_gate, baseline, hard, k, step):
     def total(p):
       la, r = p
       z, l0 = gates.sample(k_gate, la), gates.expected_l0(la)
       if config.hard_fraction > 0:  # the read-out set in the forward pass, its size as the L0 term
         z_st = endgame.straight_through(la, endgame.read_out_mask(la, k))
         z, l0 = jnp.where(hard, z_st, z), jnp.where(hard, z_st.sum(), l0)
-      obj, t = task(z, r, idx)
+      obj, t = task(z, r, idx, step)
       return obj + lam * l0, t
     (value, t), grads = jax.value_and_grad(total, has_aux=True)((logits, rep))
     return value, t, grads, baseline, gates.expected_l0(logits)
 
-  def reinforce(logits, rep, lam, idx, k_gate, baseline, hard, k):
+  def reinforce(logits, rep, lam, idx, k_gate, baseline, hard, k, step):
     del hard, k
     z_KxN = gates.bernoulli_sample(k_gate, jnp.broadcast_to(logits, (config.num_samples,) + logits.shape))
-    f_K, t_K = jax.vmap(lambda z: task(z, rep, idx))(z_KxN)
+    f_K, t_K = jax.vmap(lambda z: task(z, rep, idx, step))(z_KxN)
     loo = config.baseline == "leave_one_out"
     surrogate = lambda phi: (gates.reinforce_surrogate(phi, z_KxN, f_K, baseline, loo)
                              + lam * jnp.sum(jax.nn.sigmoid(phi)))
     g_logits = jax.grad(surrogate)(logits)
     g_rep = jnp.zeros_like(rep)
     if learned:  # the replacement gets the pathwise gradient at the sampled gates
-      g_rep = jax.grad(lambda r: jnp.mean(jax.vmap(lambda z: task(z, r, idx)[0])(z_KxN)))(rep)
+      g_rep = jax.grad(lambda r: jnp.mean(jax.vmap(lambda z: task(z, r, idx, step)[0])(z_KxN)))(rep)
     new_baseline = gates.moving_average(baseline, f_K.mean(), config.baseline_decay)
     l0 = jnp.sum(jax.nn.sigmoid(logits))
     return f_K.mean() + lam * l0, t_K.mean(), (g_logits, g_rep), new_baseline, l0
@@ -255,7 +272,7 @@ def _step_fn(params: Params, items: Items, shared: Shared, config: SearchConfig,
     k = value if config.targets else None
     # With a target size the hard phase's read-out has exactly k units: no size penalty is left to pay.
     lam = jnp.where(hard, 0.0, multiplier) if config.targets else value * ramp
-    objective, t, grads, baseline, l0 = estimator(logits, rep, lam, idx, k_gate, baseline, hard, k)
+    objective, t, grads, baseline, l0 = estimator(logits, rep, lam, idx, k_gate, baseline, hard, k, step_index)
     updates, opt_state = opt.update(grads, opt_state, (logits, rep))
     logits, rep = optax.apply_updates((logits, rep), updates)
     if config.targets:  # the multiplier prices the relaxed phase's constraint; the hard phase holds it
@@ -278,7 +295,8 @@ def run_steps(params: Params, items: Items, shared: Shared, key: jax.Array, stat
   not read, so one compiled program serves any step count. Returns (new state, objective and task loss
   per step and run, each (steps, Λ)).
   """
-  vstep = jax.vmap(_step_fn(params, items, shared, config, key, total_steps), in_axes=(0, 0, 0, 0, 0, 0, None))
+  vstep = jax.vmap(_step_fn(params, items, shared, config, key, total_steps, values.shape[0]),
+                   in_axes=(0, 0, 0, 0, 0, 0, None))
 
   def body(carry, i):
     logits, rep, opt_state, base, mult = carry
@@ -292,7 +310,7 @@ def run_steps(params: Params, items: Items, shared: Shared, key: jax.Array, stat
   return new, objectives_, tasks
 
 
-def _mesh() -> Mesh:
+def _mesh() -> Mesh:  # every process's devices under jax.distributed
   return Mesh(np.array(jax.devices()), ("lambda",))
 
 
@@ -358,21 +376,21 @@ def sweep(params: Params, items: Items, lambdas, seed: int = 0, *, config: Searc
     state, v, t = run_steps(params, items, shared, key, state, values_dev, jnp.arange(done, done + n, dtype=jnp.int32),
                             jnp.asarray(steps, jnp.float32), dataclasses.replace(config, steps=1))
     done += n
-    losses.append(np.asarray(v)[:, :len(values)])
-    tasks.append(np.asarray(t)[:, :len(values)])
+    losses.append(multihost.host(v)[:, :len(values)])
+    tasks.append(multihost.host(t)[:, :len(values)])
     if callback is not None:
       callback(state, losses[-1])
   jax.block_until_ready(state)
   seconds = time.perf_counter() - start_time
 
-  logits = np.asarray(state.logits)[:len(values)]
+  logits = multihost.host(state.logits)[:len(values)]
   empty = np.zeros((0, len(values)), np.float32)
   l0 = gates.expected_l0(logits) if config.method == "hard_concrete" else jax.nn.sigmoid(logits).sum(-1)
   targets = values if config.targets else None
   return SweepResult(
-      lambdas=np.asarray(state.multiplier)[:len(values)] if config.targets else values, logits=logits,
+      lambdas=multihost.host(state.multiplier)[:len(values)] if config.targets else values, logits=logits,
       units=endgame.read_out(logits, targets), expected_l0=np.asarray(l0),
       loss_trace=np.concatenate(losses) if losses else empty,
       task_loss_trace=np.concatenate(tasks) if tasks else empty, seconds=seconds, state=state,
-      replacement=np.asarray(state.replacement)[:len(values)] if config.replacement == "learned" else None,
+      replacement=multihost.host(state.replacement)[:len(values)] if config.replacement == "learned" else None,
       targets=targets)

@@ -134,7 +134,7 @@ def test_user_errors_are_one_sentence(model, tmp_path):
   bad.write_text("prefix\ttarget\nthe dog\truns\n")
   os.makedirs(tmp_path / "novocab")
   for args, message in [
-      ((f"--items={tmp_path / 'missing.tsv'}",), "missing.tsv does not exist"),
+      ((f"--items={tmp_path / 'missing.tsv'}",), "missing.tsv: no such file"),
       ((f"--items={bad}",), "bad.tsv"),
       ((f"--items={items}", "--units=3,x"), "--units must be comma-separated integers"),
       ((f"--items={items}", "--units=999"), "--units must name unit ids in 0..15"),

@@ -90,3 +90,25 @@ def test_control_effects_give_kl_and_perplexity():
                                   np.ones((1, n)))
   assert float(merged["kl_merged"][0]) == pytest.approx(0.0, abs=1e-5)
   assert float(merged["kl"][0]) == pytest.approx(kl[1], rel=1e-6)
+
+
+def test_control_kl_at_every_or_drawn_positions_and_chunk_sizes():
+  p, it = planted.params(), planted.items()
+  control = interventions.Control(tokens=it.prefix, length=it.length)
+  n = lstm.num_units(p, "h")
+  gates_N = jnp.asarray(np.random.default_rng(0).uniform(size=n), jnp.float32)
+  exact = float(interventions.control_kl(p, control, gates_N[None])[0])
+  mean = interventions.mean_states(p, control.tokens, control.length)
+  shape = (len(p["layers"]), 1, 1, -1)
+  iv = lstm.Intervention(gates_N=gates_N, h_LxBxTxH=mean["h"].reshape(shape), c_LxBxTxH=mean["c"].reshape(shape))
+  xproj0 = lstm.input_projection(p["layers"][0], p["embedding"][control.tokens])
+  log_p = jax.nn.log_softmax(lstm.apply(p, control.tokens), axis=-1)
+  mask = interventions.length_mask(control.length, control.tokens.shape[1])
+  top, _ = lstm.run(p, xproj0, iv)
+  for chunk in (1, 5, 1000):
+    assert float(interventions.control_kl_at(p, top, log_p, mask, None, None, chunk)) == pytest.approx(exact,
+                                                                                                               rel=1e-5)
+  # Positions drawn uniformly from the real tokens estimate the same mean: taking each real token once gives it.
+  every = jnp.flatnonzero(mask.reshape(-1))
+  assert float(interventions.control_kl_at(p, top, log_p, mask, None, every, 7)) == pytest.approx(exact, rel=1e-5)
+  assert interventions.kl_chunk(50_000, 16) == 20 and interventions.kl_chunk(5596, 16) == 187 and interventions.kl_chunk(100, 1) == 1024

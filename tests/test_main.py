@@ -162,3 +162,42 @@ def test_command_line_errors_are_one_sentence_without_traceback(tmp_path, flags,
   assert proc.returncode != 0
   assert message in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.01])
+def test_memory_estimate_is_near_xlas_own_and_names_the_flag(mu):
+  from benchmarks import common, kl
+  from jaxmask import config as config_lib
+  params, items = common.sized(dict(vocab_size=2000, hidden_size=64, num_layers=2, batch=256, steps=10))
+  control = kl.random_control(2000, 100)
+  config = config_lib.Config(workdir="unused", lambdas=(0.001, 0.01, 0.1, 1.0), mu=mu, steps=3)
+  estimate = experiment.memory_estimate(params, config, items, control)
+  compiled = common.SearchProgram(params, items, config.lambdas, config_lib.search_config_of(config, config.method), 3,
+                                  control=control if mu else None)
+  assert 0.7 < estimate["sweep"][0] / compiled.peak_bytes() < 1.3
+  assert experiment.check_memory(estimate).startswith("Estimated peak memory 0.")
+  with pytest.raises(experiment.ExperimentError, match=r"the sweep needs an estimated .* GiB but this machine has "
+                                                       r".* GiB; lower it with --batch_size \(or fewer --lambdas\)\.$"):
+    experiment.check_memory({**estimate, "sweep": (2 ** 60, estimate["sweep"][1])})
+
+
+@pytest.mark.slow
+def test_main_job_over_2_processes_gives_the_results_of_one(tiny_lm, tmp_path):
+  """--coordinator_address/--num_processes/--process_id: 2 processes of 4 CPU devices each, one workdir."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  command = [sys.executable, "-m", "jaxmask.main", f"--flagfile={os.path.join(ROOT, 'configs', 'agreement_tiny.cfg')}",
+             f"--checkpoint={tiny_lm}", "--baselines=none"]
+  procs = [subprocess.Popen(command + [f"--workdir={tmp_path / 'two'}", f"--coordinator_address=localhost:{port}",
+                                       "--num_processes=2", f"--process_id={i}"], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+  for p in procs:
+    assert "Estimated peak memory" in p.communicate(timeout=600)[0] and p.returncode == 0
+  subprocess.run(command + [f"--workdir={tmp_path / 'one'}"], cwd=ROOT, check=True, capture_output=True, timeout=600)
+  two, one = (json.load(open(tmp_path / name / "results.json")) for name in ("two", "one"))
+  assert [(r["units"], r["heldout_flip_rate"]) for r in two["sweep"]] == [
+      (r["units"], r["heldout_flip_rate"]) for r in one["sweep"]]
+  assert two["selected"] == one["selected"]

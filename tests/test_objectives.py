@@ -61,3 +61,16 @@ def test_merged_kl_gradient_matches_explicit_class_sums():
   ours = lambda lq: objectives.kl_control(log_p, lq, mask, classes)
   assert float(ours(logits_q)) == pytest.approx(float(explicit(logits_q)), rel=1e-5)
   np.testing.assert_allclose(jax.grad(ours)(logits_q), jax.grad(explicit)(logits_q), atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_kl_control_decoded_equals_the_full_softmax_kl_and_its_gradient(chunk):
+  keys = jax.random.split(jax.random.key(3), 4)
+  h, w = jax.random.normal(keys[0], (3, 5, 6)), jax.random.normal(keys[1], (11, 6))
+  b, log_p = jax.random.normal(keys[2], (11,)), jax.nn.log_softmax(jax.random.normal(keys[3], (3, 5, 11)))
+  mask = jnp.asarray([[1.0] * 5, [1.0] * 3 + [0.0] * 2, [1.0] * 2 + [0.0] * 3])
+  for classes in (None, jnp.asarray([0, 0, 2, 2, 2, 5, 6, 7, 8, 8, 10])):
+    full = lambda h: objectives.kl_control(log_p, h @ w.T + b, mask, classes)
+    decoded = lambda h: objectives.kl_control_decoded(log_p, h, w, b, mask, classes, chunk)
+    assert float(decoded(h)) == pytest.approx(float(full(h)), rel=1e-5)
+    np.testing.assert_allclose(jax.grad(decoded)(h), jax.grad(full)(h), rtol=1e-4, atol=1e-6)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -115,3 +116,39 @@ def test_sharded_sweep_over_8_devices_equals_one_device():
   assert "lambda" in out[8]["sharding"]
   assert out[1]["units"] == out[8]["units"]
   np.testing.assert_allclose(out[1]["logits"], out[8]["logits"], rtol=1e-4, atol=1e-4)
+
+
+_PROCESS = """
+import json, sys
+sys.path.insert(0, "tests")
+import jax
+process, processes, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if processes > 1:
+  jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=processes, process_id=process)
+import planted
+from jaxmask import search
+r = search.sweep(planted.params(), planted.items(), [0.005, 0.01, 0.02, 0.05, 0.1, 0.3, 1.0], steps=150,
+                 learning_rate=0.1, batch_size=32, seed=1)
+print(json.dumps({"devices": jax.device_count(), "local": jax.local_device_count(), "units": r.units,
+                  "logits": r.logits.tolist(), "loss": r.loss_trace.tolist()}))
+"""
+
+
+def test_sweep_over_2_processes_equals_one_process():
+  """jax.distributed on localhost: 2 processes of 4 CPU devices each shard the lambdas over all 8 devices."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = str(s.getsockname()[1])
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  procs = [subprocess.Popen([sys.executable, "-c", _PROCESS, str(i), "2", port], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+  one = subprocess.run([sys.executable, "-c", _PROCESS, "0", "1", port], cwd=root, check=True, capture_output=True,
+                       text=True, env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+  single = json.loads(one.stdout.strip().splitlines()[-1])
+  assert [(o["devices"], o["local"]) for o in outs] == [(8, 4), (8, 4)] and single["devices"] == 1
+  for out in outs:  # every process gets the whole result
+    assert out["units"] == single["units"]
+    np.testing.assert_allclose(out["logits"], single["logits"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["loss"], single["loss"], rtol=1e-4, atol=1e-5)
