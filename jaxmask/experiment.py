@@ -6,6 +6,7 @@ interrupted run resumes from the last search checkpoint and gives the same resul
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -192,9 +193,11 @@ def run(config: Config) -> dict[str, Any]:
   """The whole main job; writes results.json, pareto.png, traces.png and summary.md to ``config.workdir``.
 
   The workdir is locked for the run (``workdir_lock``): a second run on it while this one lives is refused.
+  Under jax.distributed the processes of one run share the workdir: process 0 holds the lock for them all.
   """
   config.validate()
-  with workdir_lock.hold(config.workdir, ExperimentError):
+  lock = workdir_lock.hold(config.workdir, ExperimentError) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
     return _run(config)
 
 
