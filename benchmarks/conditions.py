@@ -40,8 +40,7 @@ def known_items(params, vocab: list[str], language: str, condition: str, split: 
   if not pairs:
     raise app.UsageError(f"--conditions: {condition!r} is not a built-in agreement condition.")
   items, _, _ = data.encode(pairs, vocab)
-  m_x = np.asarray(interventions.margins(params, items))[0]
-  m_cf = np.asarray(interventions.margins(params, items.replace(prefix=items.counterfactual)))[0]
+  m_x, m_cf = interventions.clean_margins(params, items)
   return items.take(np.flatnonzero((m_x > 0) & (m_cf < 0))[:MAX_ITEMS])
 
 

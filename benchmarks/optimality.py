@@ -108,8 +108,7 @@ def _known(params: lstm.Params, pairs: list[data.Pair], vocab: list[str], count:
   """Up to ``count`` items (a seeded sample) the clean model gets right both ways, their pairs, and how many it knew."""
   items, kept, _ = data.encode(pairs, vocab)
   pairs = [pairs[i] for i in kept]
-  m_x = np.asarray(interventions.margins(params, items))[0]
-  m_cf = np.asarray(interventions.margins(params, items.replace(prefix=items.counterfactual)))[0]
+  m_x, m_cf = interventions.clean_margins(params, items)
   known = np.flatnonzero((m_x > 0) & (m_cf < 0))
   if len(known) == 0:
     return None, [], 0

@@ -79,9 +79,7 @@ def known(params: lstm.Params, items: interventions.Items, pairs: list[data.Pair
   A flip is only meaningful where the model computes the behaviour in the first place: on the other items
   the "intervention" would get credit for the model's own errors. Returns the kept items and counts.
   """
-  m_x = np.asarray(interventions.margins(params, items))[0]
-  swapped = items.replace(prefix=items.counterfactual)
-  m_cf = np.asarray(interventions.margins(params, swapped))[0]
+  m_x, m_cf = interventions.clean_margins(params, items)
   keep = np.flatnonzero((m_x > 0) & (m_cf < 0))
   stats = {"encoded": len(pairs), "known": int(len(keep)), "wrong_on_prefix": int((m_x <= 0).sum()),
            "wrong_on_counterfactual": int((m_cf >= 0).sum())}

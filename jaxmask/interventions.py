@@ -239,6 +239,17 @@ def control_kl_at(params: Params, top_BxTxD: jax.Array, log_p_BxTxV: jax.Array, 
   return objectives.kl_control_decoded(log_p, top, w_VxD, b_V, mask, classes_V, chunk)
 
 
+def clean_margins(params: Params, items: Items) -> tuple[np.ndarray, np.ndarray]:
+  """The clean model's margins after x and after x' (no intervention), float32[B] each.
+
+  An item is *known* where the first is > 0 and the second < 0 (target over foil after x, foil over target
+  after x'): only there does a flip mean that the intervention, not the model's own error, changed the choice.
+  """
+  m_x = np.asarray(margins(params, items))[0]
+  m_cf = np.asarray(margins(params, items.replace(prefix=items.counterfactual)))[0]
+  return m_x, m_cf
+
+
 def margins(params: Params, items: Items, gates_SxN: jax.Array | np.ndarray | None = None,
             replacement: str = "counterfactual", mean_h: dict | None = None, sites: str = "h",
             chunk: int | None = None, by_length: bool = False) -> jax.Array:
