@@ -81,7 +81,9 @@ def language_of(config: dict[str, Any]) -> str:
 
 
 def load(directory: str) -> tuple[dict, dict[str, Any], list[str]]:
-  """Reads (params, config, vocab) from a checkpoint directory written by ``save`` (or by :func:`pack`)."""
+  """Reads (params, config, vocab) from a checkpoint directory written by ``save`` (or by :func:`pack`), or
+  from a shipped model named ``builtin:NAME`` (``SHIPPED``: builtin:lstm, builtin:transformer)."""
+  directory = resolve(directory)
   if os.path.exists(os.path.join(directory, "params.npz")):
     return load_packed(directory)
   config_path = os.path.join(directory, "config.json")
@@ -165,9 +167,23 @@ def _check_finite(params: lstm.Params, path: str) -> None:
 # each file's sha256 recorded in config.json ("files") and checked on load.
 
 DEFAULT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_lm")
+# The models shipped in the package, by the name ``--checkpoint=builtin:NAME`` gives them; "lstm" is the default.
+SHIPPED = {"lstm": DEFAULT_DIR,
+           "transformer": os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_transformer")}
 _RESTORE = ("reinstall jaxmask (pip install --force-reinstall .) or retrain and pack it: "
             "`python -m jaxmask.train_lm --flagfile=configs/lm.cfg --workdir=workdir_lm` then "
             "`python -c \"from jaxmask import checkpoints; checkpoints.pack('workdir_lm')\"`")
+
+
+def resolve(checkpoint: str) -> str:
+  """The directory of a checkpoint argument: ``builtin:NAME`` is a model shipped in the package (``SHIPPED``)."""
+  if not checkpoint.startswith("builtin:"):
+    return checkpoint
+  name = checkpoint[len("builtin:"):]
+  if name not in SHIPPED:
+    raise CheckpointError(f"--checkpoint={checkpoint} names no shipped model; use one of "
+                          f"{', '.join('builtin:' + n for n in SHIPPED)}, or a checkpoint directory.")
+  return SHIPPED[name]
 
 
 def _sha256(path: str) -> str:
@@ -212,7 +228,8 @@ def load_packed(directory: str) -> tuple[lstm.Params, dict[str, Any], list[str]]
       raise CheckpointError(f"the packed LM file {path} is corrupt (its sha256 differs from config.json's); "
                             f"{_RESTORE}.")
   vocab = read_vocab(os.path.join(directory, "vocab.txt"))
-  abstract = jax.eval_shape(lambda: lstm.init(jax.random.key(0), *(config[k] for k in MODEL_KEYS)))
+  model = models.family_of(config)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *(config[k] for k in model.CONFIG_KEYS)))
   with np.load(os.path.join(directory, "params.npz")) as stored:
     leaves = [jnp.asarray(stored[jax.tree_util.keystr(p)], jnp.float32)
               for p, _ in jax.tree_util.tree_flatten_with_path(abstract)[0]]

@@ -29,7 +29,7 @@ def load_model(config: Config) -> tuple[lstm.Params, dict, list[str], str]:
   try:
     if not config.checkpoint:
       return (*checkpoints.load_default(), checkpoints.DEFAULT_DIR)
-    return (*checkpoints.load(config.checkpoint), config.checkpoint)
+    return (*checkpoints.load(config.checkpoint), checkpoints.resolve(config.checkpoint))
   except checkpoints.CheckpointError as e:
     raise ExperimentError(f"--checkpoint: {e}" if config.checkpoint else str(e)) from e
 

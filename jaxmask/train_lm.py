@@ -1,4 +1,4 @@
-"""Trains the default word-level LSTM LM on the generated English corpus (absl app around ``train``).
+"""Trains a word-level LM (the default LSTM, or a GPT-2-style transformer) on the generated English corpus.
 
 Sentence-aware batching: every training row starts with ``<eos>`` and holds whole sentences, each followed by
 ``<eos>``, and the state starts from zeros in every row. A sentence is thus seen both from the initial state
@@ -31,9 +31,10 @@ from absl import flags
 from absl import logging
 from flax.training import train_state
 
-from jaxmask import checkpoints, files, flagfiles, workdir_lock
+from jaxmask import checkpoints, files, flagfiles, models, workdir_lock
 from jaxmask.corpus import build_corpus
 from jaxmask.models import lstm
+from jaxmask.models import transformer
 
 
 class TrainingError(ValueError):
@@ -43,10 +44,14 @@ class TrainingError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class LMConfig:
   """Everything that determines a trained LM. The defaults are the default LM (``configs/lm.cfg``)."""
+  family: str = "lstm"  # models.FAMILIES: "lstm" or "transformer" (d_model = embed_size = hidden_size)
   embed_size: int = 128
   hidden_size: int = 256
   num_layers: int = 2
   tie_weights: bool = False  # decoder = embedding (needs embed_size == hidden_size)
+  num_heads: int = 4  # transformer only: attention heads per block
+  d_mlp: int = 512  # transformer only: MLP neurons per block
+  max_positions: int = 64  # transformer only: learned positions (>= row_length)
   num_sentences: int = 500_000  # generated training sentences (grammar.corpus, split "train")
   valid_sentences: int = 1_000  # generated validation sentences (another seed)
   row_length: int = 48  # tokens per training row, whole sentences only
@@ -108,10 +113,14 @@ def read_flagfile(path: str) -> LMConfig:
   return config_from_dict(values)
 
 
-def init_params(config: LMConfig, vocab_size: int) -> lstm.Params:
-  """``lstm.init``'s parameters, with ``config.forget_bias`` added to every layer's forget-gate bias."""
-  params = lstm.init(jax.random.key(config.seed), vocab_size, config.embed_size, config.hidden_size,
-                     config.num_layers)
+def init_params(config: LMConfig, vocab_size: int) -> dict:
+  """The family's initial parameters; an LSTM's with ``config.forget_bias`` added to every forget-gate bias."""
+  key = jax.random.key(config.seed)
+  if config.family == "transformer":
+    return transformer.init(key, vocab_size, config.max_positions, config.hidden_size, config.num_layers,
+                            config.num_heads, config.d_mlp, tie_weights=False)  # `tie` ties; a shared leaf
+                                                                                   # cannot be donated twice
+  params = lstm.init(key, vocab_size, config.embed_size, config.hidden_size, config.num_layers)
   if config.forget_bias:
     h = config.hidden_size
     for layer in params["layers"]:
@@ -119,8 +128,10 @@ def init_params(config: LMConfig, vocab_size: int) -> lstm.Params:
   return params
 
 
-def tie(params: lstm.Params) -> lstm.Params:
+def tie(params: dict) -> dict:
   """The same parameters with the decoder's weights replaced by the embedding (tied weights)."""
+  if models.of_params(params) is transformer:
+    return {**params, "lm_head": params["wte"]}
   return {**params, "decoder": {"w": params["embedding"], "b": params["decoder"]["b"]}}
 
 
@@ -137,7 +148,7 @@ def apply_with_dropout(params: lstm.Params, tokens_BxT: jax.Array, rate: float, 
   return lstm.decode(params, x)
 
 
-def masked_nll(params: lstm.Params, rows_BxT1: jax.Array, eos: int, dropout: float = 0.0,
+def masked_nll(params: dict, rows_BxT1: jax.Array, eos: int, dropout: float = 0.0,
                key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """(summed negative log-likelihood, number of scored tokens) of rows packed by ``pack_rows``.
 
@@ -146,7 +157,7 @@ def masked_nll(params: lstm.Params, rows_BxT1: jax.Array, eos: int, dropout: flo
   inputs = jnp.where(rows_BxT1[:, :-1] < 0, eos, rows_BxT1[:, :-1])
   targets = rows_BxT1[:, 1:]
   mask = (targets >= 0).astype(jnp.float32)
-  logits = apply_with_dropout(params, inputs, dropout, key) if dropout else lstm.apply(params, inputs)
+  logits = apply_with_dropout(params, inputs, dropout, key) if dropout else models.of_params(params).apply(params, inputs)
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(targets, 0))
   return jnp.sum(nll * mask), jnp.sum(mask)
 
@@ -167,11 +178,11 @@ def train_step(state: train_state.TrainState, rows_BxT1: jax.Array, eos: int, ti
 
 
 @functools.partial(jax.jit, static_argnames="eos")
-def _nll_sum(params: lstm.Params, rows_BxT1: jax.Array, eos: int) -> tuple[jax.Array, jax.Array]:
+def _nll_sum(params: dict, rows_BxT1: jax.Array, eos: int) -> tuple[jax.Array, jax.Array]:
   return masked_nll(params, rows_BxT1, eos)
 
 
-def perplexity(params: lstm.Params, rows: np.ndarray, eos: int, batch_size: int) -> float:
+def perplexity(params: dict, rows: np.ndarray, eos: int, batch_size: int) -> float:
   """exp of the mean next-token NLL over packed rows (batched; padding rows are not scored)."""
   pad = -len(rows) % batch_size
   rows = np.concatenate([rows, np.full((pad, rows.shape[1]), -1, np.int32)])
@@ -242,7 +253,7 @@ def _check_workdir(workdir: str, config: LMConfig, vocab: list[str]) -> None:
 
 
 def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True,
-          corpus: tuple[list[str], np.ndarray, np.ndarray] | None = None) -> lstm.Params:
+          corpus: tuple[list[str], np.ndarray, np.ndarray] | None = None) -> dict:
   """Trains (or resumes training) an LM and writes the checkpoint directory ``workdir``; returns its params.
 
   Args:
@@ -260,9 +271,19 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
   """
   if isinstance(config, dict):
     config = config_from_dict(config)
-  if config.tie_weights and config.embed_size != config.hidden_size:
-    raise TrainingError(f"tie_weights needs embed_size == hidden_size, got {config.embed_size} and "
-                        f"{config.hidden_size}.")
+  if config.family not in models.FAMILIES:
+    raise TrainingError(f"family must be one of {', '.join(models.FAMILIES)}, got {config.family!r}.")
+  if (config.tie_weights or config.family == "transformer") and config.embed_size != config.hidden_size:
+    raise TrainingError(f"tie_weights and the transformer family need embed_size == hidden_size, got "
+                        f"{config.embed_size} and {config.hidden_size}.")
+  if config.family == "transformer":
+    if config.dropout:
+      raise TrainingError("dropout is implemented for the LSTM family only; set dropout=0 for a transformer "
+                          "(the generated corpus is large enough that the default transformer trains without it).")
+    if config.row_length > config.max_positions or config.hidden_size % config.num_heads:
+      raise TrainingError(f"a transformer needs row_length <= max_positions and hidden_size divisible by "
+                          f"num_heads; got {config.row_length}, {config.max_positions}, {config.hidden_size}, "
+                          f"{config.num_heads}.")
   if not 0.0 <= config.dropout < 1.0:
     raise TrainingError(f"dropout must be in [0, 1), got {config.dropout}.")
   if config.optimizer not in OPTIMIZERS:
@@ -275,7 +296,7 @@ def train(config: LMConfig | dict[str, Any], workdir: str, progress: bool = True
 
 
 def _train(config: LMConfig, workdir: str, progress: bool, corpus: tuple[list[str], np.ndarray, np.ndarray] | None
-           ) -> lstm.Params:
+           ) -> dict:
   model = tie if config.tie_weights else (lambda p: p)
   started = time.time()
   vocab, train_rows, valid_rows = corpus if corpus is not None else build_corpus(config)
@@ -286,7 +307,7 @@ def _train(config: LMConfig, workdir: str, progress: bool, corpus: tuple[list[st
 
   params = init_params(config, len(vocab))
   tx = optimizer(config)
-  state = train_state.TrainState.create(apply_fn=lstm.apply, params=params, tx=tx)
+  state = train_state.TrainState.create(apply_fn=models.get(config.family).apply, params=params, tx=tx)
   manager = ocp.CheckpointManager(
       os.path.join(workdir, "train_state"),
       options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False))

@@ -162,3 +162,49 @@ def test_dropout_run_resumes_identically_and_bad_options_are_refused(tmp_path):
     train_lm.train(dict(SMALL, dropout=1.0), str(tmp_path / "c"), progress=False, corpus=corpus)
   with pytest.raises(train_lm.TrainingError, match="lexicon"):
     train_lm.train(dict(SMALL, lexicon="huge"), str(tmp_path / "d"), progress=False, corpus=corpus)
+
+
+TINY_TRANSFORMER = dict(SMALL, family="transformer", embed_size=16, hidden_size=16, num_heads=2, d_mlp=24,
+                        max_positions=24, tie_weights=True, optimizer="adam", dropout=0.0)
+
+
+def test_transformer_trains_resumes_and_loads_as_a_transformer(tmp_path, monkeypatch):
+  vocab, _, valid_rows = corpus = _synthetic_corpus()
+  config = train_lm.config_from_dict(TINY_TRANSFORMER)
+  initial = train_lm.tie(train_lm.init_params(config, len(vocab)))
+  ppl_before = train_lm.perplexity(initial, valid_rows, EOS, 8)
+  uninterrupted = train_lm.train(config, str(tmp_path / "a"), progress=False, corpus=corpus)
+  assert train_lm.perplexity(uninterrupted, valid_rows, EOS, 8) < 0.7 * ppl_before  # uniform random words: the floor is near 25
+  np.testing.assert_array_equal(np.asarray(uninterrupted["lm_head"]), np.asarray(uninterrupted["wte"]))  # tied
+
+  real_step, calls = train_lm.train_step, []
+
+  def killed_at_step_16(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 16:
+      raise KeyboardInterrupt
+    return real_step(*args, **kwargs)
+
+  monkeypatch.setattr(train_lm, "train_step", killed_at_step_16)
+  with pytest.raises(KeyboardInterrupt):
+    train_lm.train(config, str(tmp_path / "b"), progress=False, corpus=corpus)
+  monkeypatch.setattr(train_lm, "train_step", real_step)
+  resumed = train_lm.train(config, str(tmp_path / "b"), progress=False, corpus=corpus)
+  for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+  loaded, model_config, _ = checkpoints.load(str(tmp_path / "b"))
+  assert model_config["family"] == "transformer" and model_config["d_mlp"] == 24 and model_config["num_heads"] == 2
+  packed = checkpoints.load(checkpoints.pack(str(tmp_path / "b"), str(tmp_path / "packed")))[0]
+  for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(packed)):  # float16 packing of a transformer
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(dropout=0.1), "dropout is implemented for the LSTM family only"),
+    (dict(embed_size=8), "need embed_size == hidden_size"),
+    (dict(max_positions=10), "row_length <= max_positions"),
+    (dict(family="gru"), "family must be one of lstm, transformer"),
+])
+def test_transformer_options_are_checked(tmp_path, change, message):
+  with pytest.raises(train_lm.TrainingError, match=message):
+    train_lm.train(dict(TINY_TRANSFORMER, **change), str(tmp_path / "w"), progress=False, corpus=_synthetic_corpus())
