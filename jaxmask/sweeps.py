@@ -69,7 +69,8 @@ def run_sweep(params: lstm.Params, items: interventions.Items, config: Config, m
     traces["loss"][position[0]:done] = losses
     position[0] = done
     bar.update(len(losses))
-    bar.set_postfix(loss=f"{float(np.nanmean(losses[-1])):.3f}")
+    last = losses[-1][np.isfinite(losses[-1])]  # NaN: a diverged run
+    bar.set_postfix(loss=f"{float(last.mean()):.3f}" if last.size else "nan")
     manager.save(done, args=ocp.args.StandardSave({"state": s, **traces}))
     checkpoints.seal(manager, done)
 
