@@ -59,7 +59,7 @@ def seed_stability(params: lstm.Params, search_items: interventions.Items, confi
   seeds, sets, rates = [config.seed], [selected_row["units"]], [selected_row["heldout_flip_rate"]]
   for seed in range(config.seed + 1, config.seed + 1 + extra_seeds):
     result = run_sweep(params, search_items, dataclasses.replace(config, seed=seed), config.method, control,
-                       name=f"search_{config.method}_seed{seed}")
+                       name=f"search_{config.method}_seed{seed}").finite()
     gates_SxN = interventions.units_to_gates(result.units, models.num_units(params, config.sites))
     flips, by_condition = flip_rates(np.asarray(interventions.margins(
         params, heldout[0], gates_SxN, replacement=config.replacement, sites=config.sites)), heldout[1])

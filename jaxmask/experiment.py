@@ -21,7 +21,7 @@ from jaxmask.compare import compare_methods, evaluate_sets, seed_stability
 from jaxmask import config as config_lib
 from jaxmask.config import Config, ExperimentError
 from jaxmask.models import lstm
-from jaxmask.sweeps import flip_rates, run_sweep, select
+from jaxmask.sweeps import diverged_runs, flip_rates, run_sweep, select
 
 
 def load_model(config: Config) -> tuple[lstm.Params, dict, list[str], str]:
@@ -242,6 +242,7 @@ def _run(config: Config) -> dict[str, Any]:
   timing["setup_seconds"] = time.perf_counter() - start
 
   result = run_sweep(params, search_items, config, config.method, control)
+  diverged, result = diverged_runs(result), result.finite()  # a diverged lambda's row is left out
   timing[f"sweep_{config.method}_seconds"] = result.seconds
   t0 = time.perf_counter()
   rows = evaluate_sets(params, result.units, config, search_items, (heldout_items, heldout_pairs),
@@ -272,7 +273,7 @@ def _run(config: Config) -> dict[str, Any]:
                 "heldout_clean_accuracy": float((clean > 0).mean()),
                 "heldout_clean_accuracy_by_condition": clean_by_condition,
                 "control_clean_perplexity": clean_perplexity},
-      "sweep": sweep_rows, "selected": selected, "timing": timing}
+      "sweep": sweep_rows, "diverged": diverged, "selected": selected, "timing": timing}
 
   if config.baselines == "all":
     out["baselines"], out["overlap"] = compare_methods(params, config, search_items, search_pairs, heldout_items,

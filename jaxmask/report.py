@@ -216,7 +216,12 @@ def summary(results: dict[str, Any]) -> str:
   clean = results["items"]["heldout_clean_accuracy_by_condition"]
   lines += [f"| {c} | {_pct(clean.get(c, float('nan')))} | {_pct(v)} |"
             for c, v in sel["heldout_flip_rate_by_condition"].items()]
-  lines += ["", "## Sweep", "", "| method | lambda | size | E[L0] | train flip | held-out flip | control KL | "
+  lines += ["", "## Sweep", ""]
+  if results.get("diverged"):
+    lines += ["**Diverged (NaN or inf), so left out of this table, the selection and the plots: "
+              + ", ".join(f"lambda={d['lambda']:.4g} at step {d['step']}" for d in results["diverged"])
+              + f"; lower --learning_rate (now {cfg['learning_rate']}) or drop them from --lambdas.**", ""]
+  lines += ["| method | lambda | size | E[L0] | train flip | held-out flip | control KL | "
             "merged KL | control ppl | other phenomenon flip |", "|---|---|---|---|---|---|---|---|---|---|"]
   lines += [f"| {r['method']} | {r['lambda']:.4g} | {len(r['units'])} | {r['expected_l0']:.1f} | "
             f"{_pct(r['train_flip_rate'])} | {_pct(r['heldout_flip_rate'])} | {r['control_kl']:.4f} | "

@@ -116,6 +116,7 @@ class SweepState:
   baseline: jax.Array        # (Λ,) REINFORCE moving-average baseline
   multiplier: jax.Array      # (Λ,) Lagrange multiplier of the target-size constraint (unused without targets)
   step: jax.Array            # () int32
+  diverged_at: jax.Array     # (Λ,) int32: the step whose update was not finite, the run frozen since; -1: none
 
 
 @dataclasses.dataclass
@@ -131,6 +132,9 @@ class SweepResult:
     expected_l0: per lambda, the expected number of open gates at the end.
     loss_trace: (steps, Λ) training objective per step (stochastic estimate).
     task_loss_trace: (steps, Λ) its flip (or neutralise) part.
+    diverged_at: per run, the step at which its update held NaN or inf (loss, gate logits or optimiser
+      state), or -1; such a run keeps its last finite state (its logits, units and E[L0] are those before
+      that step) and its traces are NaN from that step on.
     seconds: wall time of the optimisation, compilation included.
     state: the final SweepState (to resume or continue).
   """
@@ -144,6 +148,17 @@ class SweepResult:
   state: SweepState
   replacement: np.ndarray | None = None
   targets: np.ndarray | None = None
+  diverged_at: np.ndarray | None = None
+
+  def finite(self) -> SweepResult:
+    """The same result with only the runs that stayed finite (``state`` is left whole)."""
+    keep = np.flatnonzero(self.diverged_at < 0)
+    rows = lambda a: None if a is None else a[keep]
+    return dataclasses.replace(
+        self, lambdas=self.lambdas[keep], logits=self.logits[keep], units=[self.units[i] for i in keep],
+        expected_l0=self.expected_l0[keep], loss_trace=self.loss_trace[:, keep],
+        task_loss_trace=self.task_loss_trace[:, keep], replacement=rows(self.replacement), targets=rows(self.targets),
+        diverged_at=self.diverged_at[keep])
 
 
 def prepare(params: Params, items: Items, config: SearchConfig, control: Control | None = None,
@@ -182,7 +197,13 @@ def init_state(params: Params, lambdas: jax.Array, config: SearchConfig, shared:
   opt_state = jax.vmap(optax.adam(config.learning_rate).init)((logits, rep))
   zeros = jnp.zeros((num,), jnp.float32)
   return SweepState(logits=logits, replacement=rep, opt_state=opt_state, baseline=zeros, multiplier=zeros,
-                    step=jnp.zeros((), jnp.int32))
+                    step=jnp.zeros((), jnp.int32), diverged_at=jnp.full((num,), -1, jnp.int32))
+
+
+def _finite_runs(tree) -> jax.Array:
+  """(Λ,) whether every float of each run (leading axis) in ``tree`` is finite."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return functools.reduce(jnp.logical_and, [jnp.isfinite(x).reshape(x.shape[0], -1).all(axis=1) for x in leaves])
 
 
 def _step_fn(params: Params, items: Items, shared: Shared, config: SearchConfig, key: jax.Array,
@@ -292,21 +313,27 @@ def run_steps(params: Params, items: Items, shared: Shared, key: jax.Array, stat
 
   The compiled piece of :func:`sweep`, public so that benchmarks can compile it ahead of time
   (``run_steps.lower(...).compile()``). ``values`` are the lambdas (or target sizes); ``config.steps`` is
-  not read, so one compiled program serves any step count. Returns (new state, objective and task loss
-  per step and run, each (steps, Λ)).
+  not read, so one compiled program serves any step count. A run whose update is not finite is frozen at its
+  last finite state from then on (``SweepState.diverged_at``). Returns (new state, objective and task loss
+  per step and run, each (steps, Λ); NaN where a run had diverged).
   """
   vstep = jax.vmap(_step_fn(params, items, shared, config, key, total_steps, values.shape[0]),
                    in_axes=(0, 0, 0, 0, 0, 0, None))
 
   def body(carry, i):
-    logits, rep, opt_state, base, mult = carry
-    logits, rep, opt_state, base, mult, value, t = vstep(logits, rep, opt_state, base, mult, values, i)
-    return (logits, rep, opt_state, base, mult), (value, t)
+    old, diverged_at = carry
+    *updated, value, t = vstep(*old, values, i)
+    # A run whose update holds NaN or inf is frozen at its last finite state; the others are left exactly as
+    # they are (a per-run select), so they do not depend on whether another run diverged.
+    ok = (diverged_at < 0) & _finite_runs((updated, value, t))
+    kept = jax.tree.map(lambda n, o: jnp.where(ok.reshape(ok.shape + (1,) * (n.ndim - 1)), n, o), tuple(updated), old)
+    diverged_at = jnp.where((diverged_at < 0) & ~ok, i, diverged_at)
+    return (kept, diverged_at), (jnp.where(ok, value, jnp.nan), jnp.where(ok, t, jnp.nan))
 
-  carry = (state.logits, state.replacement, state.opt_state, state.baseline, state.multiplier)
-  (logits, rep, opt_state, base, mult), (objectives_, tasks) = jax.lax.scan(body, carry, step_indices)
+  carry = ((state.logits, state.replacement, state.opt_state, state.baseline, state.multiplier), state.diverged_at)
+  ((logits, rep, opt_state, base, mult), diverged_at), (objectives_, tasks) = jax.lax.scan(body, carry, step_indices)
   new = SweepState(logits=logits, replacement=rep, opt_state=opt_state, baseline=base, multiplier=mult,
-                   step=state.step + step_indices.shape[0])
+                   step=state.step + step_indices.shape[0], diverged_at=diverged_at)
   return new, objectives_, tasks
 
 
@@ -393,4 +420,4 @@ def sweep(params: Params, items: Items, lambdas, seed: int = 0, *, config: Searc
       loss_trace=np.concatenate(losses) if losses else empty,
       task_loss_trace=np.concatenate(tasks) if tasks else empty, seconds=seconds, state=state,
       replacement=multihost.host(state.replacement)[:len(values)] if config.replacement == "learned" else None,
-      targets=targets)
+      targets=targets, diverged_at=multihost.host(state.diverged_at)[:len(values)])

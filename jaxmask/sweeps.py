@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,8 @@ def run_sweep(params: lstm.Params, items: interventions.Items, config: Config, m
   """The sweep of ``method`` over ``config.lambdas`` (or over target sizes ``targets``), checkpointed.
 
   A progress bar, and an orbax checkpoint per chunk in ``config.workdir/(name or search_{method})``; a
-  directory holding a search with other settings is refused.
+  directory holding a search with other settings is refused. Runs that diverged (NaN or inf) are named on
+  stderr (:func:`report_diverged`) and stay in the result, frozen at their last finite state.
   """
   search_config = search_config_of(config, method, bool(targets))
   values = np.asarray(targets or config.lambdas, np.float32)
@@ -67,7 +69,8 @@ def run_sweep(params: lstm.Params, items: interventions.Items, config: Config, m
     traces["loss"][position[0]:done] = losses
     position[0] = done
     bar.update(len(losses))
-    bar.set_postfix(loss=f"{float(np.nanmean(losses[-1])):.3f}")
+    last = losses[-1][np.isfinite(losses[-1])]  # NaN: a diverged run
+    bar.set_postfix(loss=f"{float(last.mean()):.3f}" if last.size else "nan")
     manager.save(done, args=ocp.args.StandardSave({"state": s, **traces}))
     checkpoints.seal(manager, done)
 
@@ -76,12 +79,34 @@ def run_sweep(params: lstm.Params, items: interventions.Items, config: Config, m
                         callback=save)
   manager.wait_until_finished()
   bar.close()
-  if not np.isfinite(result.logits).all():
-    raise ExperimentError(f"the {method} search diverged (NaN gate logits); lower --learning_rate "
-                          f"(now {config.learning_rate}).")
   result.loss_trace = traces["loss"]
+  report_diverged(result, config.learning_rate,
+                  f"{method} {'target-size sweep' if targets else 'search'}" + (f" ({name})" if name else ""))
   return result
 
+
+def diverged_runs(result: search.SweepResult) -> list[dict]:
+  """The runs of a sweep that diverged (NaN or inf), as results.json records them: [{"lambda" (or "k"), "step"}]."""
+  if result.targets is not None:
+    return [{"k": int(k), "step": int(s)} for k, s in zip(result.targets, result.diverged_at) if s >= 0]
+  return [{"lambda": float(lam), "step": int(s)} for lam, s in zip(result.lambdas, result.diverged_at) if s >= 0]
+
+
+def report_diverged(result: search.SweepResult, learning_rate: float, what: str) -> None:
+  """One sentence on stderr per run of the sweep that diverged; ExperimentError when every run did.
+
+  A lambda's run is left out of the results (the callers take ``result.finite()``); a target size's set is
+  read out at its last finite step, as the method comparison needs a set at every k.
+  """
+  rows = diverged_runs(result)
+  key, flag = ("k", "--baseline_ks") if result.targets is not None else ("lambda", "--lambdas")
+  if rows and len(rows) == len(result.diverged_at):
+    raise ExperimentError(f"the {what} diverged (NaN or inf) at every {'size' if key == 'k' else 'lambda'}; lower "
+                          f"--learning_rate (now {learning_rate}).")
+  fate = "its set is read out at its last finite step" if key == "k" else "its row is left out of the results"
+  for row in rows:
+    print(f"{key}={row[key]:g} of the {what} diverged (NaN/inf) at step {row['step']}; {fate}; lower "
+          f"--learning_rate (now {learning_rate}) or drop it from {flag}.", file=sys.stderr, flush=True)
 
 
 def select(sweep_rows: list[dict], target_flip: float, every_condition: bool = True) -> tuple[int, bool]:

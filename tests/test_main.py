@@ -92,6 +92,34 @@ def test_main_job_writes_its_outputs_and_resumes_to_the_same_result(tiny_lm, tmp
   assert resumed["selected"]["units"] == results["selected"]["units"]
 
 
+@pytest.mark.slow
+def test_a_diverged_lambda_is_named_and_left_out_while_the_others_finish(tiny_lm, tmp_path):
+  """--lambdas=0.01,1e30,1.0: lambda=1e30 overflows Adam's second moment at step 0; the run still exits 0."""
+  proc = subprocess.run([sys.executable, "-m", "jaxmask.main", f"--flagfile={os.path.join(ROOT, 'configs', 'agreement_tiny.cfg')}",
+                         f"--checkpoint={tiny_lm}", f"--workdir={tmp_path / 'faulty'}", "--baselines=none",
+                         "--lambdas=0.01,1e30,1.0"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert ("lambda=1e+30 of the hard_concrete search diverged (NaN/inf) at step 0; its row is left out of the results; "
+          "lower --learning_rate (now 0.1) or drop it from --lambdas.") in proc.stderr
+  assert "Selected" in proc.stdout and "Traceback" not in proc.stderr
+  saved = json.load(open(tmp_path / "faulty" / "results.json"))
+  assert saved["diverged"] == [{"lambda": pytest.approx(1e30), "step": 0}]
+  assert [r["lambda"] for r in saved["sweep"]] == pytest.approx([0.01, 1.0])
+  assert "lambda=1e+30 at step 0" in open(tmp_path / "faulty" / "summary.md").read()
+  # The other lambdas' rows are those of a run whose middle lambda is healthy (the same compiled sweep).
+  healthy = experiment.run(_tiny_config(tmp_path / "healthy", tiny_lm, baselines="none", lambdas=(0.01, 0.1, 1.0)))
+  assert healthy["diverged"] == []
+  for row, other in zip(saved["sweep"], [healthy["sweep"][0], healthy["sweep"][2]]):
+    assert row["units"] == other["units"] and row["expected_l0"] == other["expected_l0"]
+    assert row["heldout_flip_rate"] == other["heldout_flip_rate"] and row["control_kl"] == pytest.approx(other["control_kl"])
+
+
+def test_every_lambda_diverging_is_one_sentence(tiny_lm, tmp_path):
+  with pytest.raises(experiment.ExperimentError, match=r"^the hard_concrete search diverged \(NaN or inf\) at every "
+                                                       r"lambda; lower --learning_rate \(now 1e\+39\)\.$"):
+    experiment.run(_tiny_config(tmp_path, tiny_lm, baselines="none", steps=2, learning_rate=1e39))
+
+
 def test_without_checkpoint_the_shipped_lm_is_used_and_a_missing_one_is_one_sentence(tiny_lm, tmp_path, monkeypatch):
   shipped = checkpoints.pack(tiny_lm, str(tmp_path / "default_lm"))
   monkeypatch.setattr(checkpoints, "DEFAULT_DIR", shipped)
@@ -119,6 +147,21 @@ def test_select_smallest_set_reaching_the_target_in_every_condition():
   assert experiment.select(rows, 0.95, every_condition=True) == (0, True)
   assert experiment.select(rows, 0.95, every_condition=False) == (1, True)
   assert experiment.select(rows, 0.999, every_condition=True) == (0, False)
+
+
+def test_diverged_target_sizes_are_named_and_kept_read_out_at_their_last_finite_step(capsys):
+  from jaxmask import sweeps
+  result = search.SweepResult(lambdas=np.zeros(3), logits=np.zeros((3, 8)), units=[[0], [0, 1], [0, 1, 2, 3]],
+                              expected_l0=np.zeros(3), loss_trace=np.zeros((5, 3)), task_loss_trace=np.zeros((5, 3)),
+                              seconds=0.0, state=None, targets=np.array([1, 2, 4]), diverged_at=np.array([-1, 3, -1]))
+  sweeps.report_diverged(result, 0.1, "hard_concrete target-size sweep (target_hard_concrete_seed0)")
+  assert capsys.readouterr().err == (
+      "k=2 of the hard_concrete target-size sweep (target_hard_concrete_seed0) diverged (NaN/inf) at step 3; its set "
+      "is read out at its last finite step; lower --learning_rate (now 0.1) or drop it from --baseline_ks.\n")
+  assert sweeps.diverged_runs(result) == [{"k": 2, "step": 3}]
+  assert result.finite().units == [[0], [0, 1, 2, 3]] and result.finite().targets.tolist() == [1, 4]
+  with pytest.raises(experiment.ExperimentError, match=r"diverged \(NaN or inf\) at every size; lower --learning_rate"):
+    sweeps.report_diverged(dataclasses.replace(result, diverged_at=np.array([0, 3, 1])), 0.1, "x")
 
 
 def test_other_settings_in_the_same_workdir_are_refused(tiny_lm, tmp_path):

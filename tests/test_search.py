@@ -60,6 +60,36 @@ def test_chunks_and_resume_give_the_same_result():
   np.testing.assert_allclose(resumed.loss_trace, whole.loss_trace[100:], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["hard_concrete", "reinforce"])
+def test_a_diverged_lambda_is_frozen_and_leaves_the_other_runs_exactly_as_they_are(method):
+  """lambda=1e21 overflows Adam's second moment (gradient**2 > 3.4e38, float32) a few steps into the ramp."""
+  p, it = planted.params(), planted.items()
+  faulty = search.sweep(p, it, [0.02, 1e21], method=method, **SWEEP)
+  healthy = search.sweep(p, it, [0.02, 0.3], method=method, **SWEEP)  # the same program without the fault
+  step = int(faulty.diverged_at[1])
+  assert faulty.diverged_at[0] == -1 and step == {"hard_concrete": 15, "reinforce": 7}[method]
+  np.testing.assert_array_equal(faulty.logits[0], healthy.logits[0])  # bit for bit
+  np.testing.assert_array_equal(faulty.loss_trace[:, 0], healthy.loss_trace[:, 0])
+  assert np.isfinite(faulty.loss_trace[:step, 1]).all() and np.isnan(faulty.loss_trace[step:, 1]).all()
+  assert np.isfinite(faulty.logits).all() and faulty.units[0] == healthy.units[0]
+  if method == "hard_concrete":  # and as a sweep of the healthy lambda alone (another program: rounding differs)
+    alone = search.sweep(p, it, [0.02], **SWEEP)
+    np.testing.assert_allclose(faulty.logits[0], alone.logits[0], rtol=1e-6, atol=1e-6)
+    assert faulty.units[0] == planted.PLANTED
+  # The frozen run holds the state before its faulty step; a resume from before or after it gives the same.
+  saved = []
+  search.sweep(p, it, [0.02, 1e21], method=method, chunk_steps=step, callback=lambda s, _: saved.append(s), **SWEEP)
+  assert np.asarray(saved[0].diverged_at).tolist() == [-1, -1] and np.asarray(saved[1].diverged_at).tolist() == [-1, step]
+  np.testing.assert_array_equal(np.asarray(saved[0].logits)[1], faulty.logits[1])
+  for state in saved[:2]:
+    resumed = search.sweep(p, it, [0.02, 1e21], method=method, state=state, **SWEEP)
+    np.testing.assert_array_equal(resumed.logits, faulty.logits)
+    assert resumed.diverged_at.tolist() == [-1, step]
+  only = faulty.finite()
+  assert only.lambdas.tolist() == [pytest.approx(0.02)] and only.units == faulty.units[:1]
+  assert only.loss_trace.shape == (300, 1)
+
+
 @pytest.mark.parametrize("replacement,sites", [("zero", "h"), ("mean", "hc"), ("learned", "h")])
 def test_other_replacements_and_sites_run(replacement, sites):
   result = search.sweep(planted.params(), planted.items(), [0.01], replacement=replacement, sites=sites,
