@@ -119,7 +119,8 @@ def memory_estimate(params: lstm.Params, config: Config, search_items: intervent
   also the clean control log-probabilities and inputs, the control rows' activations and one chunk of their
   logits (``interventions.kl_chunk``). The evaluation holds one chunk of intervened runs on the held-out items
   (``interventions.rows_per_chunk``) and, for the control KL of one set, about six full distributions per control
-  token (``interventions.control_effects``). The sweep's figure is within 15% of XLA's own for the compiled
+  token (``interventions.control_effects``). With ``--baselines=all``, the baselines step's
+  (:func:`baselines_estimate`). The sweep's figure is within 15% of XLA's own for the compiled
   sweep step (``tests/test_main.py``).
   """
   f = 4  # float32
@@ -133,8 +134,9 @@ def memory_estimate(params: lstm.Params, config: Config, search_items: intervent
   search_config = config_lib.search_config_of(config, config.method)
   runs = len(config.lambdas) * (search_config.num_samples if config.method == "reinforce" else 1)
   weights = sum(a.size for a in jax.tree.leaves(params)) * f
-  sweep = weights + items * steps * (width + replaced) * f
-  sweep += runs * min(config.batch_size, items) * steps * 2 * model.activation_floats(params, steps) * f
+  base = weights + items * steps * (width + replaced) * f
+  per_run = min(config.batch_size, items) * steps * 2 * model.activation_floats(params, steps) * f
+  sweep = base + runs * per_run
   if config.mu > 0:
     per_step = rows if search_config.control_batch_size == 0 else min(search_config.control_batch_size, rows)
     sweep += rows * tokens * (vocab + width) * f
@@ -145,7 +147,31 @@ def memory_estimate(params: lstm.Params, config: Config, search_items: intervent
   chunk = interventions.rows_per_chunk(params, heldout[0], heldout[1])  # intervened runs at once
   evaluation = weights + chunk * heldout[0] * heldout[1] * model.activation_floats(params, heldout[1]) * f
   evaluation += 6 * rows * tokens * vocab * f
-  return {"sweep": (sweep, "--batch_size (or fewer --lambdas)"), "evaluation": (evaluation, "--control_sentences")}
+  out = {"sweep": (sweep, "--batch_size (or fewer --lambdas)"), "evaluation": (evaluation, "--control_sentences")}
+  if config.baselines == "all":
+    out["baselines"] = (baselines_estimate(params, config, search_items, base, per_run),
+                        "--batch_size (or fewer --baseline_ks)")
+  return out
+
+
+def baselines_estimate(params: lstm.Params, config: Config, search_items: interventions.Items, base: int,
+                       per_run: int) -> int:
+  """Bytes the baselines step holds at once: the larger of its target-size sweeps and its gradient passes.
+
+  ``base`` and ``per_run`` are the sweep's (weights and items; one run's minibatch activations with a backward
+  pass). The Hard Concrete target sweep runs one such run per k; the REINFORCE one ``num_samples`` forward-only runs
+  per k, each under a quarter of that (XLA's own figure at small sizes). Integrated Gradients and attribution
+  patching hold one chunk (``interventions.rows_per_chunk``) of backward passes over every search item, about three
+  times the forward activations in XLA (2.9 GiB at Gulordava size, 1,360 items of 14 tokens).
+  """
+  items, steps = search_items.prefix.shape
+  ks = len(set(config.baseline_ks)) + 1  # and the selected set's size
+  samples = config_lib.search_config_of(config, "reinforce").num_samples
+  sweeps = base + max(ks, ks * samples // 4) * per_run
+  weights = sum(a.size for a in jax.tree.leaves(params)) * 4
+  chunk = interventions.rows_per_chunk(params, items, steps, backward=True)
+  gradients = weights + chunk * items * steps * models.of_params(params).activation_floats(params, steps) * 3 * 4
+  return max(sweeps, gradients)
 
 
 def check_memory(estimate: dict[str, tuple[int, str]]) -> str:

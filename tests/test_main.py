@@ -224,6 +224,27 @@ def test_memory_estimate_is_near_xlas_own_and_names_the_flag(mu):
     experiment.check_memory({**estimate, "sweep": (2 ** 60, estimate["sweep"][1])})
 
 
+def test_memory_estimate_covers_the_baselines_step():
+  """With --baselines=all the estimate has a baselines part, near XLA's own peak for the step's largest program
+  (here a chunk of Integrated Gradients' backward passes over every search item); without, none."""
+  import jax.numpy as jnp
+  from benchmarks import common, kl
+  from jaxmask import attribution, interventions, objectives
+  from jaxmask import config as config_lib
+  params, items = common.sized(dict(vocab_size=2000, hidden_size=64, num_layers=2, batch=256, steps=10))
+  control = kl.random_control(2000, 100)
+  config = config_lib.Config(workdir="unused", lambdas=(0.001, 0.01, 0.1, 1.0), steps=3, baseline_ks=(1, 2, 4, 8))
+  estimate = experiment.memory_estimate(params, config, items, control)
+  start, end = interventions.span(items)
+  chunk = interventions.rows_per_chunk(params, items.prefix.shape[0], end - start, backward=True)
+  m = attribution._chunk_gradients.lower(params, items, jnp.zeros((chunk, 128)), "counterfactual", None, "h",
+                                         loss_fn=objectives.flip_loss).compile().memory_analysis()
+  xla = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+  assert 0.7 < estimate["baselines"][0] / xla < 1.5
+  assert "baselines" not in experiment.memory_estimate(params, dataclasses.replace(config, baselines="none"), items,
+                                                       control)
+
+
 @pytest.mark.slow
 def test_main_job_over_2_processes_gives_the_results_of_one(tiny_lm, tmp_path):
   """--coordinator_address/--num_processes/--process_id: 2 processes of 4 CPU devices each, one workdir."""
