@@ -247,11 +247,15 @@ class Context:
     return self.loaded
 
   def program(self, size: dict[str, int], num_lambdas: int, chunk: int, hidden_size: int | None = None,
-              batch: int | None = None) -> SearchProgram:
-    """The Hard Concrete search program at a size (random weights and items), compiled once per run."""
-    key = (tuple(sorted(size.items())), num_lambdas, chunk, hidden_size, batch)
+              batch: int | None = None, model: tuple[Any, interventions.Items] | None = None) -> SearchProgram:
+    """The Hard Concrete search program at a size (random weights and items), compiled once per run.
+
+    ``model``, (params, items) of any family (a transformer's, say), replaces the random LSTM and items that
+    ``sized`` builds from ``size``; ``size`` then only names the program in the cache, so it must describe them.
+    """
+    key = (tuple(sorted(size.items())), num_lambdas, chunk, hidden_size, batch, model is not None)
     if key not in self.programs:
-      params, items = sized(size, hidden_size, batch)
+      params, items = model if model is not None else sized(size, hidden_size, batch)
       self.programs[key] = SearchProgram(params, items, lambdas(num_lambdas), search.SearchConfig(steps=chunk))
     return self.programs[key]
 

@@ -18,11 +18,12 @@ from absl import flags
 from absl import logging
 
 from benchmarks import ablation, common, estimators, kl, optimality, roofline, scaling, sweep, torch_ref
+from benchmarks import torch_transformer
 from jaxmask import report
 
 # Every part is a module with run(context: common.Context) -> dict of its figures; a new part is one entry.
 PARTS = {"estimators": estimators, "sweep": sweep, "torch": torch_ref, "ablation": ablation, "roofline": roofline,
-         "scaling": scaling, "optimality": optimality, "kl": kl}
+         "scaling": scaling, "optimality": optimality, "kl": kl, "torch_transformer": torch_transformer}
 
 
 def _define_flags() -> None:
@@ -55,6 +56,9 @@ def _headline(results: dict) -> dict:
                          "quality_met_seeds": get("estimators", "quality_met_seeds")},
           "sweep": {"throughput_ratio_16": get("sweep", "throughput_ratio_16")},
           "torch": {"speedup": get("torch", "speedup"), "speedup_vs_compile": get("torch", "speedup_vs_compile")},
+          "torch_transformer": {"speedup": get("torch_transformer", "speedup"),
+                                "speedup_vs_compile": get("torch_transformer", "speedup_vs_compile"),
+                                "speedup_gpt2_small": get("torch_transformer", "speedup_gpt2_small")},
           "ablation": {"speedup": get("ablation", "speedup"),
                        "speedup_vs_batched_loop": get("ablation", "speedup_vs_batched_loop")},
           "roofline": {"fraction_of_peak": get("roofline", "fraction_of_peak"),
@@ -68,6 +72,9 @@ GOALS = (  # (part, key, goal, what): jaxmask's advantage or fraction, and the i
     ("sweep", "throughput_ratio_16", 1.5, "16 lambdas vmapped vs looped, throughput"),
     ("torch", "speedup", 2.0, "16-lambda sweep vs PyTorch eager, default size"),
     ("torch", "speedup_vs_compile", 1.0, "16-lambda sweep vs torch.compile, default size"),
+    ("torch_transformer", "speedup", None, "16-lambda sweep vs PyTorch forward hooks (eager), default transformer"),
+    ("torch_transformer", "speedup_vs_compile", None, "the same vs torch.compile with hooks, default transformer"),
+    ("torch_transformer", "speedup_gpt2_small", None, "16-lambda sweep vs PyTorch hooks (eager), GPT-2 small"),
     ("ablation", "speedup", 50.0, "all-unit pass vs Lakretz et al. (PyTorch eager, batch 1)"),
     ("ablation", "speedup_vs_batched_loop", None, "all-unit pass vs per-unit PyTorch loop batched over items"),
     ("roofline", "fraction_of_peak", 0.4, "16-lambda step, default size: fraction of matmul peak"),
