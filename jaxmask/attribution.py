@@ -59,7 +59,9 @@ def _gate_gradients(params: lstm.Params, items: interventions.Items, gates_SxN: 
   the last one padded so that one compile serves all.
   """
   start, end = interventions.span(items, replacement)
-  chunk = min(len(gates_SxN), interventions.rows_per_chunk(params, items.prefix.shape[0], end - start, backward=True))
+  start = 0 if items.target_rest is not None else start  # several-token words run from step 0
+  chunk = min(len(gates_SxN), interventions.rows_per_chunk(params, *interventions.run_size(items, start, end),
+                                                            backward=True))
   padded = jnp.concatenate([gates_SxN, jnp.zeros((-len(gates_SxN) % chunk, gates_SxN.shape[1]))])
   grads = [_chunk_gradients(params, items, padded[i:i + chunk], replacement, mean_h, sites, loss_fn)
            for i in range(0, len(padded), chunk)]

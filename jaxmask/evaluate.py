@@ -31,13 +31,14 @@ INTERVENTIONS = ("counterfactual", "zero", "mean")
 @jax.jit
 def _margins_chunk(params: dict, items: interventions.Items,
                    initial_state: tuple[jax.Array, jax.Array] | None) -> jax.Array:
-  inputs = models.of_params(params).embed_inputs(params, items.prefix)
+  inputs = interventions.model_inputs(params, items)
   return interventions.margin(params, items, inputs, None, None, initial_state=initial_state)
 
 
 def margins(params: lstm.Params, items: interventions.Items,
             initial_state: tuple[jax.Array, jax.Array] | None = None, batch_size: int = 512) -> np.ndarray:
-  r"""logit(target) - logit(foil) after each prefix, without intervention: float32[B].
+  r"""logit(target) - logit(foil) after each prefix, without intervention: float32[B] (with several-token
+  words, the difference of their summed log-probabilities, ``interventions.margin``).
 
   .. math:: m_b = \ell_{t_b}(x_b) - \ell_{f_b}(x_b) = \log p(t_b \mid x_b) - \log p(f_b \mid x_b)
 
@@ -162,8 +163,8 @@ def evaluate_pairs(params: lstm.Params, vocab: list[str], pairs: Sequence[Any], 
       initial state.
     per_item: add every scored item's margin, in input order.
     tokenizer: a subword tokenizer (``subword.tokenizer_of``): every pair is scored by the summed
-      log-probabilities of its words' tokens, and flip rates use the pairs whose target and foil are one
-      token each and whose prefixes align (``subword.encode``; adds its skip counts as ``flip_stats``).
+      log-probabilities of its words' tokens, and flip rates use the pairs whose prefixes align, scored the same
+      way under intervention (``subword.encode``; adds its counts as ``flip_stats``).
 
   Returns:
     ``{"accuracy", "by_condition", "items", "skipped_oov", "unk_tokens", "with_counterfactual"}`` (items with an

@@ -53,7 +53,7 @@ def _pairs(path: str, flag: str, config: Config, split: str, per_cell: int, lang
 def encode_pairs(pairs: list[data.Pair], vocab: list[str], what: str, needs_counterfactual: bool, tokenizer=None
                  ) -> tuple[interventions.Items, list[data.Pair], dict]:
   """Encodes pairs, keeping those whose target and foil are in the vocabulary (with a subword ``tokenizer``:
-  one token each, and prefixes that align, subword.py); errors name the flag.
+  any number of tokens each, and prefixes that align, subword.py); errors name the flag.
 
   With ``needs_counterfactual`` the pairs without a counterfactual x' are left out and counted
   (``without_counterfactual``: e.g. Lakretz items whose subject the lexicon cannot flip); none with one is an error.
@@ -127,6 +127,8 @@ def memory_estimate(params: lstm.Params, config: Config, search_items: intervent
   model = models.of_params(params)
   vocab = int(model.unembedding(params)[0].shape[0])
   items, steps = search_items.prefix.shape
+  runs_per_item = 1 if search_items.target_rest is None else 2  # several-token words: two runs of T + K steps
+  steps += interventions.rest_width(search_items)
   rows, tokens = control.tokens.shape
   width = jax.eval_shape(model.embed_inputs, params, search_items.prefix[:1, :1]).shape[-1]  # input floats a step
   shapes = model.state_shapes(params)
@@ -134,8 +136,8 @@ def memory_estimate(params: lstm.Params, config: Config, search_items: intervent
   search_config = config_lib.search_config_of(config, config.method)
   runs = len(config.lambdas) * (search_config.num_samples if config.method == "reinforce" else 1)
   weights = sum(a.size for a in jax.tree.leaves(params)) * f
-  base = weights + items * steps * (width + replaced) * f
-  per_run = min(config.batch_size, items) * steps * 2 * model.activation_floats(params, steps) * f
+  base = weights + runs_per_item * items * steps * (width + replaced) * f
+  per_run = runs_per_item * min(config.batch_size, items) * steps * 2 * model.activation_floats(params, steps) * f
   sweep = base + runs * per_run
   if config.mu > 0:
     per_step = rows if search_config.control_batch_size == 0 else min(search_config.control_batch_size, rows)

@@ -20,14 +20,20 @@ class Items:
     prefix: int32[B, T] tokens of x.
     counterfactual: int32[B, T] tokens of x', aligned with x (same length).
     length: int32[B] number of real tokens in each row.
-    target: int32[B] y, the token the model should emit after x.
-    foil: int32[B] y', the token that agrees with x'.
+    target: int32[B] y, the token the model should emit after x (the first token of a several-token word).
+    foil: int32[B] y', the token that agrees with x' (likewise its word's first token).
+    target_rest, foil_rest: optional int32[B, K], the tokens of a several-token target (foil) after its first,
+      right-padded with -1; None (the default, and always for word-level vocabularies) when every target and
+      foil is one token. With them the margin is the difference of the two words' summed log-probabilities
+      (``interventions.margin``).
   """
   prefix: jax.Array
   counterfactual: jax.Array
   length: jax.Array
   target: jax.Array
   foil: jax.Array
+  target_rest: jax.Array | None = None
+  foil_rest: jax.Array | None = None
 
   def take(self, index) -> "Items":
     """The items at ``index`` (an int array or slice)."""

@@ -45,7 +45,8 @@ METHODS = ("hard_concrete", "reinforce")
 @flax.struct.dataclass
 class Shared:
   """Gate-independent arrays computed once per sweep and shared by every lambda and step."""
-  inputs: jax.Array       # the family's embed_inputs of the prefixes (an LSTM's layer-0 input projection)
+  inputs: jax.Array       # interventions.model_inputs: the family's embed_inputs of the prefixes (an LSTM's
+                          # layer-0 input projection), of both continued rows with several-token words
   r: dict                 # replacement states of the sites' state kinds, e.g. {"h": broadcastable to (L, B, T, H)}
   control_inputs: jax.Array | None = None
   control_log_p: jax.Array | None = None
@@ -170,7 +171,7 @@ def prepare(params: Params, items: Items, config: SearchConfig, control: Control
     raise ValueError(f"the learned replacement learns one h vector per LSTM layer; with sites={config.sites!r} use "
                      f"counterfactual, zero or mean.")
   r = interventions.replacement_states(params, items, config.replacement, mean_h)
-  shared = dict(inputs=model.embed_inputs(params, items.prefix), r={k: r[k] for k in states})
+  shared = dict(inputs=interventions.model_inputs(params, items), r={k: r[k] for k in states})
   if config.mu > 0:
     if control is None:
       raise ValueError("mu > 0 needs control text (an items.Control) for the KL term.")

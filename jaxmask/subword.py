@@ -1,4 +1,4 @@
-"""Minimal pairs and text for a model with a subword tokenizer (an imported GPT-2), following GPT-2's convention.
+r"""Minimal pairs and text for a model with a subword tokenizer (an imported GPT-2), following GPT-2's convention.
 
 A prefix is its words joined by single spaces and tokenized once; a word that follows a space is tokenized
 with that space (" runs"), so a target or foil is the tokens of " " + word. The counterfactual prefix
@@ -7,10 +7,16 @@ not are skipped and counted. Every row starts with ``<|endoftext|>`` when the to
 document boundary, as ``<eos>`` for the LSTMs). Checkpoints with a word-level tokenizer (and every LSTM)
 use data.py's word lookup instead.
 
-The intervention engine compares one target token with one foil token (their log-probabilities differ by
-the difference of their logits), so a pair whose target or foil is several tokens is skipped and counted
-as ``skipped_multi_token``; :func:`summed_margins` scores such pairs without intervention, as the summed
-log-probability of each word's tokens (the usual BLiMP-style score).
+A target or foil may be several tokens: the margin is then the difference of the two words' summed
+log-probabilities, :math:`\sum_k \log p(y_k \mid x, y_{<k}) - \sum_k \log p(y'_k \mid x, y'_{<k})` (the usual
+BLiMP-style score), under intervention too: ``Items.target_rest`` / ``foil_rest`` hold each word's tokens after
+its first, and the engine runs x followed by each word's tokens, replacing the gated units at every step of
+both runs (``interventions.margin``; with the counterfactual replacement, r comes from x' followed by the same
+tokens). The search's flip objective, the flip rates of sets, the known-item filter and the baselines all read
+that margin; ``encode`` counts the items with such a word as ``multi_token_items``. When every word is one token
+the fields are None and the margin is logit(y) - logit(y'), as before. The merged control KL
+(:func:`control`) merges only one-token words: a several-token word has no single vocabulary entry to merge.
+:func:`summed_margins` scores any pairs, aligned or not, without intervention.
 """
 
 from __future__ import annotations
@@ -63,21 +69,21 @@ def encode(pairs: list[data.Pair], tokenizer, max_len: int | None = None) -> tup
 
   Returns:
     (items, kept, stats): ``kept[b]`` is the index in ``pairs`` of row b; ``stats`` is ``{"items",
-    "skipped_oov": 0 (a byte-level tokenizer has no unknown words), "skipped_multi_token", "skipped_misaligned",
-    "unk_tokens": 0}``.
+    "skipped_oov": 0 (a byte-level tokenizer has no unknown words), "multi_token_items" (kept items whose target
+    or foil is several tokens, scored by summed log-probabilities), "skipped_misaligned", "unk_tokens": 0}``.
+    ``items.target_rest`` / ``foil_rest`` are None unless some kept item has a several-token word.
   """
-  rows, kept, multi, misaligned = [], [], 0, 0
+  rows, kept, misaligned = [], [], 0
   for i, p in enumerate(pairs):
     target, foil = word_ids(tokenizer, p.target), word_ids(tokenizer, p.foil)
-    if len(target) != 1 or len(foil) != 1:
-      multi += 1
-      continue
+    if not target or not foil:
+      raise data.DataError(f"{p.source or f'pair {i}'}: an empty target or foil.")
     x = prefix_ids(tokenizer, p.prefix)
     x_cf = x if p.counterfactual is None else prefix_ids(tokenizer, p.counterfactual)
     if len(x_cf) != len(x):
       misaligned += 1
       continue
-    rows.append((x, x_cf, target[0], foil[0]))
+    rows.append((x, x_cf, target, foil))
     kept.append(i)
   width = max((len(r[0]) for r in rows), default=1) if max_len is None else max_len
   pad = rows[0][0][0] if rows else 0
@@ -88,15 +94,26 @@ def encode(pairs: list[data.Pair], tokenizer, max_len: int | None = None) -> tup
       raise data.DataError(f"{pairs[kept[b]].source or f'pair {kept[b]}'}: {len(x)} tokens exceed max_len={width}; "
                            f"raise max_len or shorten the prefix.")
     prefix[b, :len(x)], counterfactual[b, :len(x)] = x, x_cf
+  rest = max((len(w) - 1 for r in rows for w in r[2:]), default=0)
+  rests = {}
+  if rest:
+    for name, column in (("target_rest", 2), ("foil_rest", 3)):
+      tokens = np.full((len(rows), rest), -1, np.int32)
+      for b, r in enumerate(rows):
+        tokens[b, :len(r[column]) - 1] = r[column][1:]
+      rests[name] = jnp.asarray(tokens)
   items = Items(prefix=jnp.asarray(prefix), counterfactual=jnp.asarray(counterfactual),
                 length=jnp.asarray([len(r[0]) for r in rows], jnp.int32),
-                target=jnp.asarray([r[2] for r in rows], jnp.int32), foil=jnp.asarray([r[3] for r in rows], jnp.int32))
-  return items, kept, {"items": len(rows), "skipped_oov": 0, "skipped_multi_token": multi,
+                target=jnp.asarray([r[2][0] for r in rows], jnp.int32),
+                foil=jnp.asarray([r[3][0] for r in rows], jnp.int32), **rests)
+  multi = sum(len(r[2]) > 1 or len(r[3]) > 1 for r in rows)
+  return items, kept, {"items": len(rows), "skipped_oov": 0, "multi_token_items": multi,
                        "skipped_misaligned": misaligned, "unk_tokens": 0}
 
 
 def control(tokenizer, sentences: list[str], pairs: list[data.Pair], vocab_size: int) -> Control:
-  """Control text rows (``prefix_ids`` of each sentence) and the merged-KL classes of the pairs' single-token words."""
+  """Control text rows (``prefix_ids`` of each sentence) and the merged-KL classes of the pairs' single-token words
+  (a several-token word is not merged: no vocabulary entry stands for it)."""
   rows = [prefix_ids(tokenizer, s.split()) for s in sentences]
   width = max(map(len, rows))
   tokens = np.zeros((len(rows), width), np.int32)
