@@ -158,3 +158,12 @@ def test_corrupt_params_and_nan_params_are_one_sentence(saved, tmp_path, damage)
   checkpoints.save(str(tmp_path / "nan"), params, VOCAB)
   with pytest.raises(checkpoints.CheckpointError, match=r"params: parameter .* holds NaN or inf; the model is "):
     checkpoints.load(str(tmp_path / "nan"))
+
+
+def test_shipped_transformer_loads_by_name_and_unknown_names_are_refused():
+  params, config, vocab = checkpoints.load("builtin:transformer")
+  assert config["family"] == "transformer" and len(vocab) == config["vocab_size"] == params["wte"].shape[0]
+  assert config["figures"]["agreement_min_cell"] >= 0.95 and config["figures"]["gender_pearson_r"] >= 0.6
+  assert checkpoints.load("builtin:lstm")[1]["hidden_size"] == 256
+  with pytest.raises(checkpoints.CheckpointError, match="builtin:gpt9 names no shipped model; use one of builtin:lstm"):
+    checkpoints.load("builtin:gpt9")
