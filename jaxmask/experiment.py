@@ -266,7 +266,8 @@ def _run(config: Config) -> dict[str, Any]:
     if count == 0:
       raise ExperimentError(f"{flag}: the model gets none of the {what} items right on both the prefix and the "
                             f"counterfactual, so there is nothing to flip; check the items or the model.")
-  clean_perplexity = float(interventions.control_effects(params, control, np.zeros((1, n), np.float32))["perplexity"][0])
+  clean_effects = interventions.control_effects(params, control, np.zeros((1, n), np.float32), sites=config.sites)
+  clean_perplexity = float(clean_effects["perplexity"][0])
   timing["setup_seconds"] = time.perf_counter() - start
 
   result = run_sweep(params, search_items, config, config.method, control)

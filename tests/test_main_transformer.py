@@ -33,3 +33,12 @@ def test_main_job_runs_on_a_transformer(tiny_transformer, tmp_path):
   assert all(name.split(":")[1] in ("mlp", "head") for name in results["selected"]["units_readable"])
   assert {r["k"] for r in saved["baselines"]["greedy"]} >= {1, 2}
   assert "2 x 16 transformer, 56 units" in open(tmp_path / "summary.md").read()
+
+
+@pytest.mark.slow
+def test_main_job_runs_on_heads_alone(tiny_transformer, tmp_path):
+  # Every control-text pass takes the run's sites (a heads-only gate vector once reached the MLP's clean pass).
+  experiment.run(_tiny_config(tmp_path, tiny_transformer, sites="heads"))
+  saved = json.load(open(tmp_path / "results.json"))
+  assert saved["model"]["num_units"] == 2 * 4 and saved["items"]["control_clean_perplexity"] > 1.0
+  assert all(":head:" in name for name in saved["selected"]["units_readable"])
