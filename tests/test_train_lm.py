@@ -70,22 +70,27 @@ def test_tiny_config_trains_end_to_end_and_loss_falls(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
-  corpus = _synthetic_corpus()
-  uninterrupted = train_lm.train(SMALL, str(tmp_path / "a"), progress=False, corpus=corpus)
-
+def _interrupt_at_step_16(config, workdir, corpus, monkeypatch):
+  """Starts training into ``workdir`` and interrupts it at step 16, between the checkpoints of steps 10 and 20."""
   real_step, calls = train_lm.train_step, []
 
   def killed_at_step_16(*args, **kwargs):
     calls.append(1)
-    if len(calls) == 16:  # between the checkpoints at steps 10 and 20
+    if len(calls) == 16:
       raise KeyboardInterrupt
     return real_step(*args, **kwargs)
 
   monkeypatch.setattr(train_lm, "train_step", killed_at_step_16)
   with pytest.raises(KeyboardInterrupt):
-    train_lm.train(SMALL, str(tmp_path / "b"), progress=False, corpus=corpus)
+    train_lm.train(config, workdir, progress=False, corpus=corpus)
   monkeypatch.setattr(train_lm, "train_step", real_step)
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
+  corpus = _synthetic_corpus()
+  uninterrupted = train_lm.train(SMALL, str(tmp_path / "a"), progress=False, corpus=corpus)
+
+  _interrupt_at_step_16(SMALL, str(tmp_path / "b"), corpus, monkeypatch)
   assert not os.path.exists(tmp_path / "b" / "config.json")  # no final model yet
   resumed = train_lm.train(SMALL, str(tmp_path / "b"), progress=False, corpus=corpus)
   _, config, _ = checkpoints.load(str(tmp_path / "b"))
@@ -177,18 +182,7 @@ def test_transformer_trains_resumes_and_loads_as_a_transformer(tmp_path, monkeyp
   assert train_lm.perplexity(uninterrupted, valid_rows, EOS, 8) < 0.7 * ppl_before  # uniform random words: the floor is near 25
   np.testing.assert_array_equal(np.asarray(uninterrupted["lm_head"]), np.asarray(uninterrupted["wte"]))  # tied
 
-  real_step, calls = train_lm.train_step, []
-
-  def killed_at_step_16(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == 16:
-      raise KeyboardInterrupt
-    return real_step(*args, **kwargs)
-
-  monkeypatch.setattr(train_lm, "train_step", killed_at_step_16)
-  with pytest.raises(KeyboardInterrupt):
-    train_lm.train(config, str(tmp_path / "b"), progress=False, corpus=corpus)
-  monkeypatch.setattr(train_lm, "train_step", real_step)
+  _interrupt_at_step_16(config, str(tmp_path / "b"), corpus, monkeypatch)
   resumed = train_lm.train(config, str(tmp_path / "b"), progress=False, corpus=corpus)
   for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
