@@ -7,7 +7,7 @@ An intervention replaces the states of the gated units at every step, :math:`\ti
 :func:`margins`), the difference of the two words' log-probabilities; a target or foil of several subword
 tokens (``Items.target_rest``, transformers) is scored by its summed log-probability,
 :math:`m = \sum_k \log p(y_k \mid x, y_{<k}) - \sum_k \log p(y'_k \mid x, y'_{<k})`, the model run on x followed
-by each word's tokens and intervened at every step of both runs (:func:`continued`); its side effects on
+by each word's tokens and intervened at every step of both runs (continuations.py); its side effects on
 plain text are :func:`control_effects`. A new replacement kind is
 one function and one ``REPLACEMENTS`` entry. Every function takes any model family's parameters: the
 family is read from the pytree (``models.of_params``), and the states are the family's (LSTM: {"h", "c"},
@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmask import objectives
+from jaxmask.continuations import continued, model_inputs, rest_width, run_size, summed_margin  # noqa: F401 (re-exported)
 from jaxmask import models
 from jaxmask.items import Control, Items
 
@@ -54,7 +55,7 @@ def mean_states(params: Params, tokens_BxT: jax.Array, length_B: jax.Array) -> d
 def counterfactual_states(params: Params, items: Items, mean: dict | None) -> dict[str, jax.Array]:
   """r = the states of the run on the counterfactual prefix x' (its logits are never needed).
 
-  With several-token words, the states of x' followed by each word's tokens (:func:`continued`), so that the
+  With several-token words, the states of x' followed by each word's tokens (``continuations.continued``), so that the
   continuation's steps are replaced too: (L, B, 2, T + K, ...), row 0 the target's, row 1 the foil's.
   """
   del mean
@@ -128,99 +129,6 @@ def replacement_states(params: Params, items: Items, replacement: str, mean: dic
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Several-token words (a subword tokenizer: subword.py).
-
-
-def rest_width(items: Items) -> int:
-  """K, the number of tokens after the first of the items' longest target or foil (0: every word is one token)."""
-  return 0 if items.target_rest is None else int(items.target_rest.shape[1])
-
-
-def _check_continued(model) -> None:
-  if model.RESUMABLE:
-    raise ValueError("several-token targets and foils come from a subword tokenizer, which only transformer "
-                     "checkpoints have; an LSTM's items must be single words.")
-
-
-def continued(items: Items, tokens_BxT: jax.Array, model=None) -> jax.Array:
-  """Each row of ``tokens_BxT`` (x or x') followed, from its own length on, by the tokens that predict the rest
-  of its target (row 0) and of its foil (row 1): the word's tokens but its last. int32[B, 2, T + K].
-
-  Token k of the rest (``target_rest[:, k]``) is then predicted at position length + k, the first token at
-  length - 1 as for a one-token word. Padding (-1) becomes token 0: it lies after every position that is read.
-  """
-  if model is not None:
-    _check_continued(model)
-  batch = tokens_BxT.shape[0]
-  k = items.target_rest.shape[1]
-  at = items.length[:, None] + jnp.arange(k)[None, :]
-  padded = jnp.concatenate([tokens_BxT, jnp.zeros((batch, k), tokens_BxT.dtype)], axis=1)
-  rows = []
-  for first, rest in ((items.target, items.target_rest), (items.foil, items.foil_rest)):
-    word = jnp.maximum(jnp.concatenate([first[:, None], rest[:, :-1]], axis=1), 0).astype(tokens_BxT.dtype)
-    rows.append(padded.at[jnp.arange(batch)[:, None], at].set(word))
-  return jnp.stack(rows, axis=1)
-
-
-def model_inputs(params: Params, items: Items) -> jax.Array:
-  """The gate-independent input of the margin engine: the family's ``embed_inputs`` of the prefixes, (B, T, ...);
-  with several-token words, of both continued rows (:func:`continued`), (B, 2, T + K, ...)."""
-  model = models.of_params(params)
-  if items.target_rest is None:
-    return model.embed_inputs(params, items.prefix)
-  tokens = continued(items, items.prefix, model)
-  x = model.embed_inputs(params, tokens.reshape(2 * tokens.shape[0], -1))
-  return x.reshape((tokens.shape[0], 2) + x.shape[1:])
-
-
-def run_size(items: Items, start: int, end: int) -> tuple[int, int]:
-  """(rows, steps) of one intervened run over the steps [start, end): two rows of end + K steps per item with
-  several-token words."""
-  batch, k = int(items.prefix.shape[0]), rest_width(items)
-  return (batch, end - start) if k == 0 else (2 * batch, end + k)
-
-
-@jax.checkpoint  # the backward pass recomputes the V-wide rows instead of keeping them
-def _token_log_probs(top_BxKxD: jax.Array, w_VxD: jax.Array, b_V: jax.Array, tokens_BxK: jax.Array) -> jax.Array:
-  logits = top_BxKxD @ w_VxD.T + b_V
-  picked = jnp.take_along_axis(logits, tokens_BxK[..., None], axis=-1)[..., 0]
-  return picked - jax.nn.logsumexp(logits, axis=-1)
-
-
-def _summed_margin(params: Params, items: Items, inputs: jax.Array, gates_N: jax.Array | None, r: dict | None,
-                   sites: str, initial_state) -> jax.Array:
-  """:func:`margin` of items with several-token words: the summed log-probability of the target's tokens minus
-  the foil's, each word's tokens read from a run on x followed by them, intervened at every step."""
-  model = models.of_params(params)
-  _check_continued(model)
-  if initial_state is not None:
-    raise ValueError("a transformer reads every prefix from its start; give no initial state.")
-  batch, k = items.length.shape[0], items.target_rest.shape[1]
-  intervention = None
-  if gates_N is not None:
-    shapes = model.state_shapes(params)
-
-    def rows(name, v):  # per item and row, (L, B or 1, 2, W, ...) -> (L, 2B, W, ...); a per-unit r broadcasts as is
-      if v.ndim != len(shapes[name]) + 3:
-        return v
-      v = jnp.broadcast_to(v, (v.shape[0], batch) + v.shape[2:])
-      return v.reshape((v.shape[0], 2 * batch) + v.shape[3:])
-
-    intervention = model.intervention_of(gates_N, {name: rows(name, v) for name, v in r.items()}, sites)
-  top, _ = model.run(params, inputs.reshape((2 * batch,) + inputs.shape[2:]), intervention)
-  top = top.reshape((batch, 2) + top.shape[1:])
-  w, b = model.unembedding(params)
-  # The first tokens: both rows read x alone up to length - 1, so their log-probabilities differ by their logits.
-  last_BxD = top[jnp.arange(batch), 0, items.length - 1]
-  m = jnp.sum((w[items.target] - w[items.foil]) * last_BxD, axis=-1) + b[items.target] - b[items.foil]
-  at = items.length[:, None, None, None] + jnp.arange(k)[None, None, :, None]
-  rest = jnp.stack([items.target_rest, items.foil_rest], axis=1)  # (B, 2, K)
-  log_p = _token_log_probs(jnp.take_along_axis(top, at, axis=2), w, b, jnp.maximum(rest, 0))
-  log_p = jnp.where(rest >= 0, log_p, 0.0).sum(axis=-1)
-  return m + log_p[:, 0] - log_p[:, 1]
-
-
-# ----------------------------------------------------------------------------------------------------------
 # The margin engine.
 
 
@@ -228,14 +136,14 @@ def margin(params: Params, items: Items, inputs: jax.Array, gates_N: jax.Array |
            sites: str = "h", initial_state: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
   """logit(target) - logit(foil) at position length - 1 under the intervention (none when gates_N is None); (B,).
 
-  ``inputs`` is :func:`model_inputs` of the items (the family's ``embed_inputs`` of the prefixes, an LSTM's
+  ``inputs`` is ``model_inputs`` of the items (the family's ``embed_inputs`` of the prefixes, an LSTM's
   layer-0 input projection), ``r`` the replacement states of the sites' state kinds. Only the output rows of
   the target and foil are used: the full softmax is never needed. With several-token words
-  (``items.target_rest``), the difference of the words' summed log-probabilities (:func:`_summed_margin`),
+  (``items.target_rest``), the difference of the words' summed log-probabilities (``continuations.summed_margin``),
   whose full softmax is taken only at the B x 2 x K positions that predict the words' later tokens.
   """
   if items.target_rest is not None:
-    return _summed_margin(params, items, inputs, gates_N, r, sites, initial_state)
+    return summed_margin(params, items, inputs, gates_N, r, sites, initial_state)
   model = models.of_params(params)
   intervention = None if gates_N is None else model.intervention_of(gates_N, r, sites)
   top, _ = model.run(params, inputs, intervention, initial_state)
