@@ -175,8 +175,9 @@ _RESTORE = ("reinstall jaxmask (pip install --force-reinstall .) or retrain and 
             "`python -c \"from jaxmask import checkpoints; checkpoints.pack('workdir_lm')\"`")
 
 
-def resolve(checkpoint: str) -> str:
+def resolve(checkpoint: str | os.PathLike) -> str:
   """The directory of a checkpoint argument: ``builtin:NAME`` is a model shipped in the package (``SHIPPED``)."""
+  checkpoint = os.fspath(checkpoint)
   if not checkpoint.startswith("builtin:"):
     return checkpoint
   name = checkpoint[len("builtin:"):]
