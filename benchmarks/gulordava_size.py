@@ -1,8 +1,8 @@
 """A Gulordava-size model and items for timing the main job end to end: a random-weight PyTorch checkpoint.
 
-    python -m benchmarks.gulordava_size --output=/work/runs/gul [--seed=0] [--vocab_size=50000]
-    python -m benchmarks.gulordava_size --output=/work/runs/gul --part=baselines   # after the first command
-    python -m benchmarks.gulordava_size --output=/work/runs/gul --part=memory
+    python -m benchmarks.gulordava_size --output=gul_size [--seed=0] [--vocab_size=50000]
+    python -m benchmarks.gulordava_size --output=gul_size --part=baselines   # after the first command
+    python -m benchmarks.gulordava_size --output=gul_size --part=memory
 
 Writes, under ``--output``:
 
