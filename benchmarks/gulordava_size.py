@@ -70,7 +70,7 @@ def state_dict(vocab_size: int = VOCAB_SIZE, hidden: int = HIDDEN, layers: int =
 
 def lakretz_lines(pairs: Sequence[data.Pair]) -> list[str]:
   """The pairs whose counterfactual ``formats.read_lakretz`` derives back, as Lakretz task-file lines (two each)."""
-  nouns, _ = formats._agreement_words()  # pylint: disable=protected-access
+  nouns, _ = formats.agreement_words()
   lines = []
   for i, p in enumerate(pairs):
     number = "singular" if p.condition.split("_")[-1][0] == "S" else "plural"
@@ -131,7 +131,7 @@ def baseline_costs(output: str, rows: int = 64, ks: int = 11, sets: int = 330) -
   all_unit = _seconds(lambda: interventions.margins(params, items, eye, by_length=True)) * (n + 1) / rows
   start, end = interventions.span(items)
   chunk = interventions.rows_per_chunk(params, items.prefix.shape[0], end - start, backward=True)
-  grad = _seconds(lambda: attribution._chunk_gradients(  # pylint: disable=protected-access
+  grad = _seconds(lambda: attribution.chunk_gradients(
       params, items, jnp.zeros((chunk, n)), "counterfactual", None, "h", objectives.flip_loss))
   held = _seconds(lambda: interventions.margins(params, heldout, eye)) * sets / rows
   return {"single_unit": all_unit, "greedy": 32 * all_unit, "integrated_gradients": grad * 33 / chunk,
@@ -160,13 +160,13 @@ def baseline_peaks(output: str, sets: int = 80) -> dict[str, float]:
   out = {"all_unit_margins": _peak_gib(interventions.span_margins, params, items, jnp.eye(n + 1, n, k=-1),
                                        "counterfactual", None, "h", chunk=chunk, start=start, end=end)}
   chunk = interventions.rows_per_chunk(params, items.prefix.shape[0], end - start, backward=True)
-  out["gradient_chunk"] = _peak_gib(attribution._chunk_gradients, params, items,  # pylint: disable=protected-access
+  out["gradient_chunk"] = _peak_gib(attribution.chunk_gradients, params, items,
                                     jnp.zeros((chunk, n)), "counterfactual", None, "h", loss_fn=objectives.flip_loss)
   labels = jnp.asarray(phenomena.get("agreement").probe_labels(kept))
   out["probe"] = _peak_gib(attribution.fit_probe, params, items, labels)
   control = experiment.control_text(vocab, 50, 1, kept)
   rows, steps = control.tokens.shape
-  out["control_effects"] = _peak_gib(interventions._control_effects, params, control,  # pylint: disable=protected-access
+  out["control_effects"] = _peak_gib(interventions.control_effects_chunk, params, control,
                                      jnp.zeros((sets, n)), None, sites="h",
                                      chunk=max(1, min(32, 2 ** 25 // (rows * steps * len(vocab)))))
   return out

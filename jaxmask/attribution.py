@@ -44,8 +44,9 @@ def single_unit_effects(params: lstm.Params, items: interventions.Items, replace
 
 
 @functools.partial(jax.jit, static_argnames=("replacement", "sites", "loss_fn"))
-def _chunk_gradients(params: lstm.Params, items: interventions.Items, gates_CxN: jax.Array, replacement: str,
+def chunk_gradients(params: lstm.Params, items: interventions.Items, gates_CxN: jax.Array, replacement: str,
                      mean_h: dict | None, sites: str, loss_fn: Callable) -> jax.Array:
+  """d(summed loss)/d(gates) of C gate vectors at once (jitted): float32[C, N]."""
   loss = lambda z: mean_losses(params, items, z, replacement, mean_h, sites, z.shape[0], loss_fn=loss_fn).sum()
   return jax.grad(loss)(gates_CxN)
 
@@ -63,7 +64,7 @@ def _gate_gradients(params: lstm.Params, items: interventions.Items, gates_SxN: 
   chunk = min(len(gates_SxN), interventions.rows_per_chunk(params, *interventions.run_size(items, start, end),
                                                             backward=True))
   padded = jnp.concatenate([gates_SxN, jnp.zeros((-len(gates_SxN) % chunk, gates_SxN.shape[1]))])
-  grads = [_chunk_gradients(params, items, padded[i:i + chunk], replacement, mean_h, sites, loss_fn)
+  grads = [chunk_gradients(params, items, padded[i:i + chunk], replacement, mean_h, sites, loss_fn)
            for i in range(0, len(padded), chunk)]
   return jnp.concatenate(grads)[:len(gates_SxN)]
 

@@ -19,7 +19,7 @@ _DETERMINERS = {"this": "these", "these": "this", "that": "those", "those": "tha
 
 
 @functools.cache
-def _agreement_words() -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+def agreement_words() -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
   """({noun form: (its other-number form, "singular" | "plural")}, {agreeing verb form: its number}) of the
   large lexicon (a superset of the small one), the words a counterfactual can be derived from."""
   lex = wordlists.lexicon("large")
@@ -37,7 +37,7 @@ def subject_flipped(prefix: Sequence[str], number: str, nouns: dict[str, tuple[s
   """``prefix`` with its subject's number flipped, or None where the words do not allow it.
 
   The subject is the sentence's first or second word (after a determiner), a noun form of ``number`` in
-  ``nouns`` (:func:`_agreement_words`' first map); it becomes its other form, and a number-marked determiner
+  ``nouns`` (:func:`agreement_words`' first map); it becomes its other form, and a number-marked determiner
   before it ("this", "those") flips too. None when neither word is such a noun (an unknown subject is never
   mistaken for a later noun, the attractor) or, with ``vocab``, when a new word is out of the vocabulary.
   """
@@ -67,7 +67,7 @@ def read_lakretz(path: str, vocab: Sequence[str] | None = None) -> list[data.Pai
   part), the flip from :func:`subject_flipped` with the lexicon's noun forms, limited to ``vocab`` if given.
   Pairs without one keep ``counterfactual=None``; evaluate and the main job report how many have one.
   """
-  nouns, verbs = _agreement_words()
+  nouns, verbs = agreement_words()
   lines = []
   for n, line in enumerate(files.read_text(path, data.DataError).split("\n"), start=1):
     if not line.strip():

@@ -347,12 +347,13 @@ def control_effects(params: Params, control: Control, gates_SxN: jax.Array | np.
   batch, steps = control.tokens.shape
   vocab_size = models.of_params(params).config_of(params)["vocab_size"]
   chunk = max(1, min(32, max_floats // (batch * steps * vocab_size)))
-  kl, kl_merged, perplexity = _control_effects(params, control, gates_SxN, mean_h, sites, chunk)
+  kl, kl_merged, perplexity = control_effects_chunk(params, control, gates_SxN, mean_h, sites, chunk)
   return {"kl": kl, "kl_merged": kl_merged, "perplexity": perplexity}
 
 
 @functools.partial(jax.jit, static_argnames=("sites", "chunk"))
-def _control_effects(params, control, gates_SxN, mean_h, sites, chunk):
+def control_effects_chunk(params, control, gates_SxN, mean_h, sites, chunk):
+  """:func:`control_effects` compiled for one chunk size: (kl, kl_merged, perplexity), each float32[S]."""
   model = models.of_params(params)
   mean_h = mean_h if mean_h is not None else mean_states(params, control.tokens, control.length)
   shapes = unit_shapes(params)

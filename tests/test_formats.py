@@ -32,7 +32,7 @@ def test_lakretz_pairs_and_derived_counterfactuals():
 
 def test_lakretz_counterfactual_only_where_the_vocabulary_allows():
   vocab = [data.EOS, data.UNK, "the", "boy", "near", "car", "cars", "greets", "greet"]  # no "boys"
-  nouns, _ = formats._agreement_words()
+  nouns, _ = formats.agreement_words()
   assert formats.subject_flipped(("The", "boy", "near", "the", "car"), "singular", nouns, vocab) is None
   assert formats.subject_flipped(("The", "boy"), "singular", nouns, vocab + ["boys"]) == ("The", "boys")
   # An unknown subject is never replaced by a later noun (the attractor), nor a subject of the other number.

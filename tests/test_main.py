@@ -237,7 +237,7 @@ def test_memory_estimate_covers_the_baselines_step():
   estimate = experiment.memory_estimate(params, config, items, control)
   start, end = interventions.span(items)
   chunk = interventions.rows_per_chunk(params, items.prefix.shape[0], end - start, backward=True)
-  m = attribution._chunk_gradients.lower(params, items, jnp.zeros((chunk, 128)), "counterfactual", None, "h",
+  m = attribution.chunk_gradients.lower(params, items, jnp.zeros((chunk, 128)), "counterfactual", None, "h",
                                          loss_fn=objectives.flip_loss).compile().memory_analysis()
   xla = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
   assert 0.7 < estimate["baselines"][0] / xla < 1.5
